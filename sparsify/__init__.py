@@ -1,0 +1,23 @@
+"""sparsify — sensitivity-informed provable pruning (SiPP) of neural networks.
+
+A NumPy reference implementation with Numba kernels. See README.md and
+docs/theory.md.
+"""
+from .activations import ACTIVATIONS
+from .io import load, save
+from .network import Dense, Network, from_arrays, random_mlp
+from .sensitivity import sensitivity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Dense",
+    "Network",
+    "from_arrays",
+    "load",
+    "random_mlp",
+    "save",
+    "sensitivity",
+    "__version__",
+]

@@ -1,0 +1,110 @@
+"""Input validation: done once at the public boundary, with messages that name
+the parameter, the rule, the value received and how to fix it."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._config import SUPPORTED_DTYPES
+
+
+def check_rng(rng) -> np.random.Generator:
+    """Normalise ``rng`` (None, an int seed or a Generator) to a Generator."""
+    if rng is None or isinstance(rng, (numbers.Integral, np.integer)):
+        if rng is not None and int(rng) < 0:
+            raise ValueError(f"rng: a seed must be a non-negative integer, got {rng}.")
+        return np.random.default_rng(None if rng is None else int(rng))
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        "rng: expected None, a non-negative int seed or a numpy.random.Generator, "
+        f"got {type(rng).__name__}. Pass e.g. rng=0 or rng=np.random.default_rng(0)."
+    )
+
+
+def as_float_array(x, name: str, *, ndim: int | None = None, dtype=None, copy: bool = False) -> np.ndarray:
+    """Return ``x`` as a finite float32/float64 array of the given rank.
+
+    Integer and boolean input is cast to float64; complex, object and string
+    input is refused with a TypeError. NaN or inf raise a ValueError.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: could not convert to an array ({exc}).") from None
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.float64)
+    elif arr.dtype.kind == "f" and arr.dtype not in SUPPORTED_DTYPES:
+        arr = arr.astype(np.float64)  # float16 / longdouble
+    elif arr.dtype.kind != "f":
+        raise TypeError(
+            f"{name}: expected a real floating-point array (float32 or float64), got dtype "
+            f"{arr.dtype}. Convert it with np.asarray(..., dtype=np.float64)."
+        )
+    if dtype is not None and arr.dtype != np.dtype(dtype):
+        raise TypeError(
+            f"{name}: dtype {arr.dtype} does not match the network's dtype {np.dtype(dtype)}; "
+            f"cast it with .astype(np.{np.dtype(dtype).name})."
+        )
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}.")
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"{name}: contains {bad} NaN or infinite value(s); clean the data (e.g. np.nan_to_num) "
+            "before pruning."
+        )
+    if copy:
+        arr = np.array(arr, copy=True)
+    return arr
+
+
+def check_keep_budget(keep, budget, total: int) -> int:
+    """Turn exactly one of ``keep`` (fraction in (0, 1]) or ``budget`` (count)
+    into an integer budget of kept weights, 1 <= B <= total."""
+    if (keep is None) == (budget is None):
+        raise ValueError(
+            "prune: give exactly one of keep= (fraction of prunable weights to keep, in (0, 1]) "
+            f"or budget= (number of weights to keep); got keep={keep!r}, budget={budget!r}."
+        )
+    if keep is not None:
+        if isinstance(keep, bool) or not isinstance(keep, (numbers.Real, np.floating, np.integer)):
+            raise TypeError(f"keep: expected a number in (0, 1], got {type(keep).__name__}.")
+        keep = float(keep)
+        if not (0.0 < keep <= 1.0) or not np.isfinite(keep):
+            raise ValueError(
+                f"keep: must be in (0, 1] (the fraction of prunable weights kept), got {keep}. "
+                "For 90% pruning pass keep=0.1."
+            )
+        return max(1, min(total, int(round(keep * total))))
+    if isinstance(budget, bool) or not isinstance(budget, (numbers.Integral, np.integer)):
+        raise TypeError(f"budget: expected an integer count of weights, got {type(budget).__name__}.")
+    budget = int(budget)
+    if budget < 1 or budget > total:
+        raise ValueError(
+            f"budget: must be between 1 and the number of prunable weights ({total}), got {budget}."
+        )
+    return budget
+
+
+def check_positive(value, name: str, *, upper: float | None = None, inclusive_upper: bool = False) -> float:
+    """A finite positive real (optionally below ``upper``)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a positive number, got {type(value).__name__}.")
+    value = float(value)
+    ok = np.isfinite(value) and value > 0
+    if ok and upper is not None:
+        ok = value <= upper if inclusive_upper else value < upper
+    if not ok:
+        rule = "> 0" if upper is None else f"in (0, {upper}{']' if inclusive_upper else ')'}"
+        raise ValueError(f"{name}: must be {rule}, got {value}.")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: must be one of {sorted(choices)}, got {value!r}.")
+    return value

@@ -1,0 +1,183 @@
+"""Saving and loading networks as self-describing ``.npz`` files.
+
+Format (version 1): keys ``format`` (= "sparsify-network"), ``format_version``,
+``activations`` (unicode array, one per layer), ``kinds`` (unicode array),
+``W0, W1, ...`` and ``b0, b1, ...`` (a bias is simply absent when the layer
+has none). Everything loads with ``allow_pickle=False``; user files are never
+unpickled.
+
+Plain exports from other frameworks (``W0, b0, W1, b1, ...`` arrays only, or
+the ``weight_0``/``bias_0`` spelling) load with ``load(path, activations=[...])``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .network import Dense, Network
+
+FORMAT_NAME = "sparsify-network"
+FORMAT_VERSION = 1
+_MAX_LAYERS = 10_000
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(fileobj)`` on a temporary file beside ``path`` and rename it
+    into place, so a failure never leaves a partial file at ``path``."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise ValueError(f"out: directory {str(directory)!r} does not exist; create it first.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
+    """The dictionary of arrays that :func:`save` writes."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net: expected a sparsify.Network, got {type(net).__name__}.")
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(FORMAT_NAME),
+        "format_version": np.array(FORMAT_VERSION),
+        "activations": np.array(net.activations, dtype=str),
+        "kinds": np.array([layer.kind for layer in net.layers], dtype=str),
+    }
+    for k, layer in enumerate(net.layers):
+        arrays[f"W{k}"] = layer.weight
+        if layer.bias is not None:
+            arrays[f"b{k}"] = layer.bias
+    return arrays
+
+
+def save(net: Network, path) -> Path:
+    """Write ``net`` to ``path`` (a ``.npz`` file), atomically."""
+    arrays = network_to_arrays(net)
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def _open_npz(path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"model: file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise ValueError(f"model: {str(path)!r} is a directory, expected a .npz file.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            if len(data.files) > 4 * _MAX_LAYERS:
+                raise ValueError(f"{len(data.files)} entries")
+            return {key: data[key] for key in data.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc).lower():
+            raise ValueError(
+                f"model: {str(path)!r} contains pickled Python objects, which sparsify never loads "
+                "for safety; re-save the arrays as plain numeric arrays."
+            ) from None
+        raise ValueError(f"model: {str(path)!r} is not a readable .npz model file ({exc}).") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise ValueError(f"model: {str(path)!r} is not a readable .npz model file ({exc}).") from None
+
+
+def _indexed(keys, patterns) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for key in keys:
+        for pat in patterns:
+            m = re.fullmatch(pat, key)
+            if m:
+                found[int(m.group(1))] = key
+    return found
+
+
+def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | None = None,
+                      source: str = "arrays") -> Network:
+    """Build a network from a dictionary of arrays (a sparsify file or a plain export)."""
+    if "format" in data:
+        fmt = data["format"]
+        if fmt.shape != () or str(fmt) != FORMAT_NAME:
+            raise ValueError(f"model: {source} has format {fmt!r}, expected {FORMAT_NAME!r}.")
+        version = data.get("format_version")
+        if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+            raise ValueError(
+                f"model: {source} has format_version {version!r}; this sparsify reads version {FORMAT_VERSION}. "
+                "Upgrade sparsify or re-save the model."
+            )
+        stored = data.get("activations")
+        if stored is None or stored.ndim != 1 or stored.dtype.kind != "U":
+            raise ValueError(f"model: {source} lacks a valid 'activations' entry (1-D array of names).")
+        if activations is not None and list(activations) != stored.tolist():
+            raise ValueError(
+                f"activations: {source} stores {stored.tolist()}, which differs from the given {list(activations)}; "
+                "omit activations= for sparsify files."
+            )
+        activations = stored.tolist()
+        kinds = data.get("kinds")
+        if kinds is not None and any(k != "dense" for k in kinds.tolist()):
+            raise ValueError(f"model: {source} holds layer kinds {kinds.tolist()}; this version reads 'dense' only.")
+        w_keys = _indexed(data, [r"W(\d+)"])
+        b_keys = _indexed(data, [r"b(\d+)"])
+    else:
+        w_keys = _indexed(data, [r"W(\d+)", r"w(\d+)", r"weight_?(\d+)"])
+        b_keys = _indexed(data, [r"b(\d+)", r"bias_?(\d+)"])
+        if not w_keys:
+            raise ValueError(
+                f"model: {source} is neither a sparsify model nor a plain export; expected arrays named "
+                f"W0, b0, W1, b1, ... but found {sorted(data)[:10]}."
+            )
+        if activations is None:
+            raise ValueError(
+                f"activations: {source} is a plain array export without activation names; pass one name per "
+                f"layer ({len(w_keys)} layers), e.g. activations={['relu'] * (len(w_keys) - 1) + ['identity']} "
+                "(CLI: --activations relu,relu,identity)."
+            )
+    n_layers = len(w_keys)
+    if sorted(w_keys) != list(range(n_layers)):
+        raise ValueError(f"model: {source} has weight indices {sorted(w_keys)}; expected 0..{n_layers - 1} without gaps.")
+    extra_b = set(b_keys) - set(w_keys)
+    if extra_b:
+        raise ValueError(f"model: {source} has biases {sorted(extra_b)} without matching weights.")
+    activations = list(activations)
+    if len(activations) != n_layers:
+        raise ValueError(
+            f"activations: {source} has {n_layers} layers but {len(activations)} activation names were given: "
+            f"{activations}."
+        )
+    layers = []
+    for k in range(n_layers):
+        W = data[w_keys[k]]
+        b = data[b_keys[k]] if k in b_keys else None
+        try:
+            layers.append(Dense(W, b, activations[k]))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"model: layer {k} of {source}: {exc}") from None
+    try:
+        return Network(layers)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"model: {source}: {exc}") from None
+
+
+def load(path, activations: Sequence[str] | None = None) -> Network:
+    """Read a network from a ``.npz`` file.
+
+    Sparsify files describe themselves. For a plain export holding arrays
+    ``W0, b0, W1, b1, ...`` (biases optional), give ``activations``, one name
+    per layer. Loading never unpickles anything.
+    """
+    data = _open_npz(path)
+    return arrays_to_network(data, activations, source=repr(str(path)))
