@@ -6,6 +6,8 @@ docs/theory.md.
 from .activations import ACTIVATIONS
 from .io import load, save
 from .network import Dense, Network, from_arrays, random_mlp
+from .prune import PruneResult, SideTable, prune
+from .report import Report
 from .sensitivity import sensitivity
 
 __version__ = "0.1.0"
@@ -14,8 +16,12 @@ __all__ = [
     "ACTIVATIONS",
     "Dense",
     "Network",
+    "PruneResult",
+    "Report",
+    "SideTable",
     "from_arrays",
     "load",
+    "prune",
     "random_mlp",
     "save",
     "sensitivity",

@@ -148,5 +148,7 @@ def sparsify_side_rand(w_side: np.ndarray, s_side: np.ndarray, u: np.ndarray) ->
     total = np.cumsum(s_side)[-1]
     out = np.zeros_like(w_side)
     hit = c > 0
-    out[hit] = (w_side[hit] * c[hit]) * total / (N * s_side[hit])
+    # computed in float64 whatever the dtype, then stored in the weights' dtype
+    w64, s64 = w_side[hit].astype(np.float64), s_side[hit].astype(np.float64)
+    out[hit] = (w64 * c[hit]) * np.float64(total) / (np.float64(N) * s64)
     return out

@@ -1,0 +1,180 @@
+"""Budget allocation over layers and neuron sides (DESIGN §2 item 10).
+
+Two rules, both usable with every method:
+
+``"global"``
+    keep the global top-B scores (sensitivities for SiPP) over all layers and
+    sides; ties go to the lower (layer, flat index). This is the authors' rule
+    for the deterministic method.
+``"balanced"``
+    choose per-side targets ``m`` minimising
+    ``sum_l (1/eta_l) sum_{i,±} eps_rand(m_{l,i,±})`` subject to
+    ``sum m <= B`` and ``0 <= m <= nnz(side)``. The objective is separable and
+    convex, so the optimum is found exactly by bisection on the Lagrange
+    multiplier ``lambda``; for a given ``lambda`` each side's stationary point
+    is the positive root of a cubic in ``eps`` (closed form, below).
+
+A side is *dead* when it has weights but zero sensitivity mass on S. Dead
+sides carry no information, so both rules give them budget only after every
+live weight is kept (which makes ``keep=1`` return the network unchanged and
+keeps the kept count exact).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .bounds import alpha, m_for_eps
+
+ALLOCATIONS = ("global", "balanced")
+#: the authors' default rule for each method
+DEFAULT_ALLOCATION = {"det": "global", "rand": "balanced", "hybrid": "balanced"}
+
+
+# --- side statistics ---------------------------------------------------------
+def side_stats(W: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-side weight count ``nnz`` and sensitivity mass ``S_i = sum_j s_ij``.
+
+    Both have shape (n_out, 2): column 0 is the positive side (``w > 0``),
+    column 1 the negative side (``w < 0``).
+    """
+    pos, neg = W > 0, W < 0
+    nnz = np.stack([pos.sum(axis=1), neg.sum(axis=1)], axis=1).astype(np.int64)
+    s64 = s.astype(np.float64, copy=False)
+    mass = np.stack([np.where(pos, s64, 0).sum(axis=1), np.where(neg, s64, 0).sum(axis=1)], axis=1)
+    return nnz, mass
+
+
+# --- rule "global": top-B -------------------------------------------------------
+def global_top_b(scores, budget: int, eligible=None, demoted=None) -> list[np.ndarray]:
+    """Boolean masks keeping the ``budget`` highest scores over all layers.
+
+    Parameters
+    ----------
+    scores : list of arrays
+        One score array per layer (any shape); higher is kept first.
+    budget : int
+        Number of entries to keep (clipped to the number of eligible entries).
+    eligible : list of bool arrays, optional
+        Entries that may be kept at all (default: all). SiPP passes ``W != 0``.
+    demoted : list of bool arrays, optional
+        Entries ranked after every non-demoted one (SiPP: weights of dead sides).
+
+    Ties go to the lower (layer, flat index), so the result is deterministic.
+    """
+    flat = np.concatenate([np.asarray(sc, dtype=np.float64).ravel() for sc in scores])
+    ok = np.ones(flat.size, bool) if eligible is None else np.concatenate([np.ravel(e) for e in eligible])
+    # rank key: eligible non-demoted entries by score, then demoted ones, then the rest
+    span = (flat.max() - flat.min() + 1.0) if flat.size else 1.0
+    key = flat.copy()
+    if demoted is not None:
+        key[np.concatenate([np.ravel(d) for d in demoted])] -= 2 * span
+    key[~ok] = -np.inf
+    budget = int(min(max(budget, 0), np.count_nonzero(ok)))
+    keep = np.zeros(flat.size, bool)
+    if budget > 0:
+        kth = np.partition(key, flat.size - budget)[flat.size - budget]  # budget-th largest key
+        keep = key > kth
+        ties = np.flatnonzero(key == kth)[: budget - np.count_nonzero(keep)]  # lowest indices first
+        keep[ties] = True
+    out, start = [], 0
+    for sc in scores:
+        n = np.size(sc)
+        out.append(keep[start:start + n].reshape(np.shape(sc)))
+        start += n
+    return out
+
+
+# --- rule "balanced": the convex program ------------------------------------------
+def stationary_eps(t: np.ndarray) -> np.ndarray:
+    """Positive root of ``eps^3 - t eps - 3 t = 0`` for ``t > 0`` (vectorised).
+
+    With ``c = 4.5 sqrt(3/t)`` the root is ``2 sqrt(t/3) cosh(arccosh(c)/3)`` when
+    ``c >= 1`` (one real root) and ``2 sqrt(t/3) cos(arccos(c)/3)`` otherwise (the
+    largest of three real roots; the other two are negative since their sum is
+    ``-root`` and their product ``3t/root`` is positive).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    c = 4.5 * np.sqrt(3.0 / t)
+    scale = 2.0 * np.sqrt(t / 3.0)
+    with np.errstate(invalid="ignore"):
+        hyper = np.cosh(np.arccosh(np.maximum(c, 1.0)) / 3.0)
+        trig = np.cos(np.arccos(np.minimum(c, 1.0)) / 3.0)
+    return scale * np.where(c >= 1.0, hyper, trig)
+
+
+def _balanced_m(lam: float, a: np.ndarray, inv_eta: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Continuous optimum ``m(lambda)`` per side, clipped to ``[0, cap]``.
+
+    Stationarity: ``(1/eta) |d eps/dm| = lambda`` with ``d eps/dm = -3 eps^3 / (a (eps + 3))``,
+    i.e. ``eps^3 / (eps + 3) = t`` where ``t = lambda a eta / 3``.
+    """
+    live = a > 0
+    m = np.zeros_like(a)
+    t = lam * a[live] / (3.0 * inv_eta[live])
+    eps = stationary_eps(t)
+    m[live] = a[live] * (3.0 + 2.0 * eps) / (6.0 * eps * eps)
+    return np.minimum(m, cap)
+
+
+def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, budget: int,
+                     C: float, delta: float, *, return_lambda: bool = False):
+    """Integer per-side targets of the balanced program (flat arrays over all sides).
+
+    Parameters
+    ----------
+    mass, nnz : arrays, shape (n_sides,)
+        Sensitivity mass ``S_i`` and weight count of each side.
+    inv_eta : array, shape (n_sides,)
+        ``1/eta_l`` of the side's layer (its weight in the objective).
+    budget : int
+        Total number of kept weights ``B``.
+
+    Returns integer ``m`` with ``sum(m) == min(B, sum(nnz))`` and ``0 <= m <= nnz``.
+    Live sides are solved by bisection on ``log lambda``; the continuous optimum is
+    rounded down and the remainder goes to the largest fractional parts (ties to
+    the lower side index). Budget left after every live side is full goes to dead
+    sides in index order.
+    """
+    mass = np.asarray(mass, dtype=np.float64)
+    nnz = np.asarray(nnz, dtype=np.int64)
+    a = alpha(C, delta) * mass
+    live = (a > 0) & (nnz > 0)
+    cap = np.where(live, nnz, 0).astype(np.float64)
+    budget = int(min(budget, nnz.sum()))
+    lam = np.nan
+    if budget >= cap.sum():
+        m = cap.astype(np.int64)
+    else:
+        def total(log_lam):
+            return _balanced_m(np.exp(log_lam), a, inv_eta, cap).sum()
+
+        lo, hi = -50.0, 50.0  # bracket on log lambda, widened until it holds
+        while total(lo) < budget:
+            lo -= 50.0
+        while total(hi) > budget:
+            hi += 50.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if total(mid) > budget:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-13:
+                break
+        lam = float(np.exp(hi))
+        m_cont = _balanced_m(lam, a, inv_eta, cap)      # sum(m_cont) <= budget
+        m = np.floor(m_cont).astype(np.int64)
+        frac = m_cont - m
+        rest = budget - int(m.sum())
+        room = np.flatnonzero(m < cap)
+        order = room[np.argsort(-frac[room], kind="stable")]
+        m[order[:rest]] += 1
+    rest = budget - int(m.sum())
+    if rest > 0:  # every live side is full: dead sides get what is left, in index order
+        for idx in np.flatnonzero(nnz > m):
+            take = min(rest, int(nnz[idx] - m[idx]))
+            m[idx] += take
+            rest -= take
+            if rest == 0:
+                break
+    return (m, lam) if return_lambda else m

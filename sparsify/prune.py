@@ -1,0 +1,355 @@
+"""SiPP: prune a network with sensitivities from a batch S (DESIGN §2 items 6–13).
+
+Pipeline: ``sensitivity`` per layer → per-side targets ``m`` from the budget
+(:mod:`sparsify.allocation`) → each side kept whole, deterministically (top-m)
+or by importance sampling (:mod:`sparsify.sampling`) → pruned network, masks and
+report (:mod:`sparsify.report`).
+
+Side conventions: every table has shape (n_out, 2); column 0 is the positive
+side of a neuron (``w > 0``), column 1 the negative side (``w < 0``). Flat side
+arrays run over layers, then neurons, then the two columns.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import allocation as alloc
+from ._validation import check_choice, check_keep_budget, check_positive, check_rng
+from .bounds import DEFAULT_C, DEFAULT_DELTA, eps_rand
+from .network import Network
+from .reference import split_inputs, split_weights
+from .report import Report
+from .sampling import det_sides, draws_for_unique, rand_sides
+from .sensitivity import layer_inputs, sensitivity
+
+METHODS = ("det", "rand", "hybrid")
+#: relative tolerance on the realised kept count when sides are sampled (DESIGN §2 item 11)
+COUNT_RTOL = 0.005
+_MAX_ROUNDS = 30
+
+
+@dataclass(frozen=True)
+class SideTable:
+    """Per-side facts of one layer; every field has shape (n_out, 2).
+
+    nnz: weights on the side; mass: ``S_i = sum_j s_ij``; target: allocated ``m``;
+    kept: distinct weights kept; sampled: side was importance-sampled; draws: ``N``
+    (0 unless sampled); dead: ``nnz > 0`` and ``S_i == 0``; eps_det: ``C`` times the
+    pruned sensitivity mass (of the top-m choice for sampled sides); eps_rand:
+    ``eps_rand`` at ``N`` for sampled sides, at ``m`` otherwise; eps: the bound the
+    method claims (eps_rand if sampled, else eps_det).
+    """
+
+    nnz: np.ndarray
+    mass: np.ndarray
+    target: np.ndarray
+    kept: np.ndarray
+    sampled: np.ndarray
+    draws: np.ndarray
+    dead: np.ndarray
+    eps_det: np.ndarray
+    eps_rand: np.ndarray
+    eps: np.ndarray
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What :func:`prune` returns.
+
+    network: the pruned :class:`~sparsify.Network`; masks: one boolean array per
+    layer (True = kept); report: :class:`~sparsify.report.Report`; sensitivities:
+    ``s`` per layer; sides: one :class:`SideTable` per layer.
+    """
+
+    network: Network
+    masks: list
+    report: Report
+    sensitivities: list
+    sides: list
+
+
+def _check_options(method, allocation, delta, C):
+    check_choice(method, "method", METHODS)
+    if allocation is None:
+        allocation = alloc.DEFAULT_ALLOCATION[method]
+    check_choice(allocation, "allocation", alloc.ALLOCATIONS)
+    delta = check_positive(delta, "delta", upper=1.0)
+    C = check_positive(C, "C")
+    return allocation, delta, C
+
+
+def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocation: str | None = None,
+          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C) -> PruneResult:
+    """Prune ``network`` with SiPP using the batch ``X_S``.
+
+    Parameters
+    ----------
+    network : Network
+    X_S : array, shape (n_points, n_in)
+        The batch S defining the sensitivities (at least one point).
+    keep : float in (0, 1], optional
+        Fraction of prunable weights to keep. Give exactly one of keep/budget.
+    budget : int, optional
+        Number of weights to keep, ``1 <= budget <= network.n_weights``.
+    method : {"det", "rand", "hybrid"}
+        Per side: keep the top-m sensitivities; importance-sample with
+        reweighting; or sample iff ``eps_det(m) > eps_rand(m)`` (DESIGN §2 item 9).
+    allocation : {"global", "balanced"}, optional
+        Budget rule (DESIGN §2 item 10); default "global" for det, "balanced" otherwise.
+    rng : None, int or numpy.random.Generator
+        Source of all randomness; the same seed gives bit-identical results.
+    delta, C : float
+        Failure probability and the out-of-sample constant of the bounds.
+
+    Returns
+    -------
+    PruneResult
+        The kept count equals the budget exactly when nothing is sampled and is
+        within 0.5% of it otherwise (unless the network has fewer nonzero weights).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(network, Network):
+        raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
+    allocation, delta, C = _check_options(method, allocation, delta, C)
+    B = check_keep_budget(keep, budget, network.n_weights)
+    gen = check_rng(rng)
+    s_list = sensitivity(network, X_S)
+    weights = [layer.weight for layer in network.layers]
+    plan = _Plan(weights, s_list, C, delta)
+    new_w, tables, achieved = plan.run(method, allocation, B, gen)
+    pruned = network.with_weights(new_w)
+    masks = [w != 0 for w in new_w]
+    report = build_report(network, X_S, new_w, tables, method=method, allocation=allocation,
+                          requested=B, delta=delta, C=C, seconds=time.perf_counter() - t0)
+    return PruneResult(pruned, masks, report, s_list, tables)
+
+
+class _Plan:
+    """The per-side bookkeeping of one prune call (flat arrays over all sides)."""
+
+    def __init__(self, weights, s_list, C, delta):
+        self.weights, self.s_list, self.C, self.delta = weights, s_list, C, delta
+        stats = [alloc.side_stats(W, s) for W, s in zip(weights, s_list)]
+        self.shapes = [W.shape[0] for W in weights]
+        self.nnz = np.concatenate([n.ravel() for n, _ in stats])
+        self.mass = np.concatenate([m.ravel() for _, m in stats])
+        # sides with at least one weight of positive sensitivity can be sampled
+        self.support = np.concatenate([
+            np.stack([((W > 0) & (s > 0)).sum(1), ((W < 0) & (s > 0)).sum(1)], 1).ravel()
+            for W, s in zip(weights, s_list)
+        ])
+        self.dead = (self.nnz > 0) & (self.mass == 0)
+        self.inv_eta = np.concatenate([np.full(2 * n, 1.0 / n) for n in self.shapes])
+        self.layer_of = np.concatenate([np.full(2 * n, k) for k, n in enumerate(self.shapes)])
+        self.row_of = np.concatenate([np.repeat(np.arange(n), 2) for n in self.shapes])
+        self.sign_of = np.tile([1, -1], len(self.nnz) // 2)
+        self.offsets = np.concatenate([[0], np.cumsum([2 * n for n in self.shapes])])
+        self.pools: dict[int, np.ndarray] = {}
+
+    # --- targets per side ---------------------------------------------------
+    def targets(self, allocation: str, B: int) -> np.ndarray:
+        if allocation == "balanced":
+            return alloc.balanced_targets(self.mass, self.nnz, self.inv_eta, B, self.C, self.delta)
+        eligible = [W != 0 for W in self.weights]
+        demoted = []
+        for k, W in enumerate(self.weights):
+            dead = self.dead[self.offsets[k]:self.offsets[k + 1]].reshape(-1, 2)
+            demoted.append(np.where(W > 0, dead[:, :1], np.where(W < 0, dead[:, 1:], False)))
+        masks = alloc.global_top_b(self.s_list, B, eligible, demoted)
+        return np.concatenate([
+            np.stack([(mk & (W > 0)).sum(1), (mk & (W < 0)).sum(1)], 1).ravel()
+            for mk, W in zip(masks, self.weights)
+        ]).astype(np.int64)
+
+    # --- one realisation at a given budget -------------------------------------
+    def realise(self, method: str, m: np.ndarray, gen):
+        """Sparsify every side for targets ``m``; returns weights, kept counts, flags."""
+        out = [np.zeros_like(W) for W in self.weights]
+        full = m >= self.nnz
+        partial = (m > 0) & ~full
+        # deterministic top-m for every partially kept side (also gives eps_det)
+        for k, W in enumerate(self.weights):
+            sl = slice(self.offsets[k], self.offsets[k + 1])
+            sel = np.flatnonzero(partial[sl] | (full[sl] & (self.nnz[sl] > 0)))
+            mm = np.where(full[sl][sel], self.nnz[sl][sel], m[sl][sel])
+            det_sides(W, self.s_list[k], self.row_of[sl][sel], self.sign_of[sl][sel], mm, out[k])
+        kept_mass = np.concatenate([
+            np.stack([np.where((o != 0) & (W > 0), s, 0).sum(1), np.where((o != 0) & (W < 0), s, 0).sum(1)], 1).ravel()
+            for o, W, s in zip(out, self.weights, self.s_list)
+        ]).astype(np.float64)
+        eps_d = np.where(full, 0.0, self.C * np.maximum(self.mass - kept_mass, 0.0))
+        eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta)
+        can_sample = partial & ~self.dead & (m < self.support)
+        if method == "det":
+            sampled = np.zeros_like(partial)
+        elif method == "rand":
+            sampled = can_sample
+        else:
+            sampled = can_sample & (eps_d > eps_r_m)
+        kept = np.where(full, self.nnz, np.minimum(m, self.nnz)).astype(np.int64)
+        draws = np.zeros_like(m)
+        idx = np.flatnonzero(sampled)
+        if idx.size:
+            q_sides = []
+            for t in idx:
+                k, i, sign = self.layer_of[t], self.row_of[t], self.sign_of[t]
+                W, s = self.weights[k][i], self.s_list[k][i].astype(np.float64)
+                side = (W > 0) if sign > 0 else (W < 0)
+                qs = s[side & (s > 0)]
+                q_sides.append(qs / qs.sum())
+            draws[idx] = draws_for_unique(q_sides, m[idx])
+            u = np.concatenate([self._uniforms(t, int(draws[t]), gen) for t in idx])
+            start = 0
+            for k in range(len(self.weights)):
+                sel = idx[(idx >= self.offsets[k]) & (idx < self.offsets[k + 1])]
+                if not sel.size:
+                    continue
+                n_u = int(draws[sel].sum())
+                rows, signs = self.row_of[sel], self.sign_of[sel]
+                W = self.weights[k]
+                side_mask = np.zeros(W.shape, bool)  # clear the det choice on sampled sides
+                for i, sign in zip(rows, signs):
+                    side_mask[i] |= (W[i] > 0) if sign > 0 else (W[i] < 0)
+                out[k][side_mask] = 0
+                kept[sel] = rand_sides(W, self.s_list[k], rows, signs, draws[sel], u[start:start + n_u], out[k])
+                start += n_u
+        eps_r = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta), eps_r_m)
+        eps_r = np.where(full, 0.0, eps_r)
+        flags = dict(sampled=sampled, draws=draws, eps_det=eps_d, eps_rand=eps_r,
+                     eps=np.where(sampled, eps_r, eps_d))
+        return out, kept, flags
+
+    def _uniforms(self, side: int, n: int, gen) -> np.ndarray:
+        """The first ``n`` uniforms of ``side``'s pool, grown from ``gen`` on demand.
+
+        Pools persist across the budget-matching rounds, so a side that needs more
+        draws in a later round extends the draws it already had (the realised count
+        is then monotone in the budget)."""
+        pool = self.pools.get(side)
+        if pool is None or pool.size < n:
+            have = 0 if pool is None else pool.size
+            extra = gen.random(max(n - have, have, 16))
+            pool = extra if pool is None else np.concatenate([pool, extra])
+            self.pools[side] = pool
+        return pool[:n]
+
+    def run(self, method: str, allocation: str, B: int, gen):
+        """Realise the budget: exact for deterministic sides, within COUNT_RTOL when sampling."""
+        goal = int(min(B, self.nnz.sum()))
+        B_eff, best = goal, None
+        for _ in range(_MAX_ROUNDS):
+            m = self.targets(allocation, B_eff)
+            out, kept, flags = self.realise(method, m, gen)
+            achieved = int(kept.sum())
+            err = abs(achieved - goal)
+            if best is None or err < best[0]:
+                best = (err, m, out, kept, flags)
+            if err <= COUNT_RTOL * goal or not flags["sampled"].any():
+                break
+            B_eff = int(np.clip(B_eff + (goal - achieved), 1, self.nnz.sum()))
+        _, m, out, kept, flags = best
+        tables = []
+        for k, W in enumerate(self.weights):
+            sl = slice(self.offsets[k], self.offsets[k + 1])
+            shape = (W.shape[0], 2)
+            tables.append(SideTable(
+                nnz=self.nnz[sl].reshape(shape), mass=self.mass[sl].reshape(shape),
+                target=m[sl].reshape(shape), kept=kept[sl].reshape(shape),
+                sampled=flags["sampled"][sl].reshape(shape), draws=flags["draws"][sl].reshape(shape),
+                dead=self.dead[sl].reshape(shape), eps_det=flags["eps_det"][sl].reshape(shape),
+                eps_rand=flags["eps_rand"][sl].reshape(shape), eps=flags["eps"][sl].reshape(shape),
+            ))
+        return out, tables, int(kept.sum())
+
+
+# --- report -------------------------------------------------------------------------
+def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
+    """Measured relative error of each side's pre-activation, max over the points.
+
+    ``A`` is sign-split; ``Z± = A @ W±.T`` with the sign parts of ``W_hat`` taken by
+    the original weight's sign. Returns (n_out, 2) with NaN for sides whose ``Z``
+    is 0 at every point.
+    """
+    A = split_inputs(A)
+    out = np.full((W.shape[0], 2), np.nan)
+    for col, side in enumerate((W > 0, W < 0)):
+        Z = np.abs(A @ np.where(side, W, 0).T).astype(np.float64)
+        Zh = np.abs(A @ np.where(side, W_hat, 0).T).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(Z > 0, np.abs(Zh - Z) / Z, np.nan)
+        has = np.any(Z > 0, axis=0)
+        out[has, col] = np.nanmax(rel[:, has], axis=0)
+    return out
+
+
+def _first_points(X_S, limit: int = 4096) -> np.ndarray:
+    """At most ``limit`` points of S for the measured-error columns of the report."""
+    if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array__"):
+        return np.asarray(X_S)[:limit]
+    return None
+
+
+def build_report(network, X_S, new_weights, tables, *, method, allocation, requested, delta, C, seconds) -> Report:
+    """Assemble the :class:`Report` for pruned weights ``new_weights`` of ``network``."""
+    pts = _first_points(X_S)
+    inputs = layer_inputs(network, pts) if pts is not None else [None] * len(network.layers)
+    rows = []
+    for k, (layer, W_hat, tab, A) in enumerate(zip(network.layers, new_weights, tables, inputs)):
+        W = layer.weight
+        kept = int(np.count_nonzero(W_hat))
+        nb = 0 if layer.bias is None else layer.bias.size
+        live = (tab.nnz > 0) & ~tab.dead
+        partial = live & (tab.kept < tab.nnz)
+        errs = side_errors(A, W, W_hat) if A is not None else np.full(tab.nnz.shape, np.nan)
+        err_live = errs[live & ~np.isnan(errs)]
+        eps_live = tab.eps[live]
+        rows.append(dict(
+            layer=k, shape=f"{W.shape[0]}x{W.shape[1]}", activation=layer.activation,
+            kept=kept, total=int(W.size), kept_with_bias=kept + nb, total_with_bias=int(W.size) + nb,
+            keep=kept / W.size, live_sides=int(live.sum()), dead_sides=int(tab.dead.sum()),
+            sampled_sides=int(tab.sampled.sum()), det_sides=int((partial & ~tab.sampled).sum()),
+            full_sides=int((live & (tab.kept >= tab.nnz)).sum()),
+            empty_sides=int((live & (tab.kept == 0)).sum()),
+            eps_max=float(eps_live.max()) if eps_live.size else 0.0,
+            eps_mean=float(eps_live.mean()) if eps_live.size else 0.0,
+            err_max=float(err_live.max()) if err_live.size else float("nan"),
+            err_mean=float(err_live.mean()) if err_live.size else float("nan"),
+        ))
+    n_points = int(np.shape(pts)[0]) if pts is not None else -1
+    return Report(method=method, allocation=allocation, requested=int(requested),
+                  achieved=int(sum(r["kept"] for r in rows)), total=network.n_weights,
+                  total_biases=network.n_biases, n_points=n_points, delta=float(delta), C=float(C),
+                  seconds=float(seconds), layers=rows)
+
+
+def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocation: str,
+                      requested: int, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C,
+                      seconds: float = 0.0) -> PruneResult:
+    """A :class:`PruneResult` for masks chosen by another rule (baselines).
+
+    ``weights`` (default: the original weights times the masks) may carry
+    reweighted values. Side tables record kept counts and the deterministic bound
+    ``C * pruned sensitivity mass`` so baselines are reported like SiPP.
+    """
+    s_list = sensitivity(network, X_S)
+    if weights is None:
+        weights = [np.where(mk, layer.weight, 0).astype(layer.dtype) for mk, layer in zip(masks, network.layers)]
+    tables = []
+    for W, W_hat, s in zip([layer.weight for layer in network.layers], weights, s_list):
+        nnz, mass = alloc.side_stats(W, s)
+        kept_mask = W_hat != 0
+        kept = np.stack([(kept_mask & (W > 0)).sum(1), (kept_mask & (W < 0)).sum(1)], 1)
+        kept_mass = np.stack([np.where(kept_mask & (W > 0), s, 0).sum(1),
+                              np.where(kept_mask & (W < 0), s, 0).sum(1)], 1).astype(np.float64)
+        eps_d = np.where(kept >= nnz, 0.0, C * np.maximum(mass - kept_mass, 0.0))
+        zeros = np.zeros_like(nnz)
+        tables.append(SideTable(nnz=nnz, mass=mass, target=kept, kept=kept, sampled=zeros.astype(bool),
+                                draws=zeros, dead=(nnz > 0) & (mass == 0), eps_det=eps_d,
+                                eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta)) * (kept < nnz),
+                                eps=eps_d))
+    report = build_report(network, X_S, weights, tables, method=method, allocation=allocation,
+                          requested=requested, delta=delta, C=C, seconds=seconds)
+    return PruneResult(network.with_weights(weights), [w != 0 for w in weights], report, s_list, tables)

@@ -1,0 +1,143 @@
+"""Sparsifying neuron sides: deterministic top-m and importance sampling
+(DESIGN §2 items 6, 7 and 11), vectorised over all sides of a layer.
+
+Fast paths here, readable twins in :mod:`sparsify.reference`
+(``top_m``/``sparsify_side_det``, ``sample_counts``/``sparsify_side_rand``,
+``draws_for_unique``). The sampling kernel consumes uniforms drawn beforehand
+from the caller's Generator, in side order, so the reference given the same
+uniforms reproduces it bit for bit, with any number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._config import njit, prange
+
+
+@njit(parallel=True)
+def _det_sides(W, s, rows, signs, m, out):
+    """Write the top-``m[t]`` weights (by ``s``, ties to the lower index) of side
+    ``(rows[t], signs[t])`` of ``W`` into ``out``; other entries of the side stay 0."""
+    n_in = W.shape[1]
+    for t in prange(rows.size):
+        i = rows[t]
+        idx = np.empty(n_in, np.int64)
+        n = 0
+        for j in range(n_in):
+            w = W[i, j]
+            if (signs[t] > 0 and w > 0) or (signs[t] < 0 and w < 0):
+                idx[n] = j
+                n += 1
+        keys = np.empty(n, np.float64)
+        for k in range(n):
+            keys[k] = -s[i, idx[k]]
+        order = np.argsort(keys, kind="mergesort")  # stable: ties keep index order
+        for k in range(min(m[t], n)):
+            j = idx[order[k]]
+            out[i, j] = W[i, j]
+
+
+@njit(parallel=True)
+def _rand_sides(W, s, rows, signs, draws, offsets, u, out, kept):
+    """Importance-sample side ``t`` with ``draws[t]`` draws from ``u[offsets[t]:]``.
+
+    ``q_j = s_j / S`` over the side's entries in index order; draw ``J`` is the
+    first entry whose running sum of ``s`` exceeds ``u * S``; the kept weight is
+    ``w_j c_j S / (N s_j)``. ``kept[t]`` receives the number of distinct entries.
+    """
+    n_in = W.shape[1]
+    for t in prange(rows.size):
+        i = rows[t]
+        idx = np.empty(n_in, np.int64)
+        cum = np.empty(n_in, s.dtype)
+        n = 0
+        acc = s[i, 0] * 0  # a zero of the dtype of s
+        last = -1
+        for j in range(n_in):
+            w = W[i, j]
+            if (signs[t] > 0 and w > 0) or (signs[t] < 0 and w < 0):
+                acc += s[i, j]
+                idx[n] = j
+                cum[n] = acc
+                if s[i, j] > 0:
+                    last = n
+                n += 1
+        total = acc
+        counts = np.zeros(n, np.int64)
+        N = draws[t]
+        for d in range(N):
+            target = u[offsets[t] + d] * total
+            # first k with cum[k] > target (binary search)
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if cum[mid] > target:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            if lo > last:
+                lo = last
+            counts[lo] += 1
+        distinct = 0
+        for k in range(n):
+            if counts[k] > 0:
+                j = idx[k]
+                # w c S / (N s), in float64 whatever the dtype (the reference does the same)
+                out[i, j] = (np.float64(W[i, j]) * counts[k]) * np.float64(total) / (np.float64(N) * np.float64(s[i, j]))
+                distinct += 1
+        kept[t] = distinct
+
+
+def det_sides(W, s, rows, signs, m, out) -> None:
+    """Top-m per side (see :func:`_det_sides`); arrays are used in place."""
+    if rows.size:
+        _det_sides(W, s, rows.astype(np.int64), signs.astype(np.int64), m.astype(np.int64), out)
+
+
+def rand_sides(W, s, rows, signs, draws, u, out) -> np.ndarray:
+    """Importance sampling per side from the concatenated uniforms ``u``; returns distinct kept counts."""
+    draws = draws.astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(draws)[:-1]]).astype(np.int64)
+    kept = np.zeros(rows.size, np.int64)
+    if rows.size:
+        _rand_sides(W, s, rows.astype(np.int64), signs.astype(np.int64), draws, offsets,
+                    np.ascontiguousarray(u, dtype=np.float64), out, kept)
+    return kept
+
+
+def draws_for_unique(q_sides: list[np.ndarray], m: np.ndarray) -> np.ndarray:
+    """For each side, the smallest integer ``N`` with ``sum_j 1-(1-q_j)^N >= m``.
+
+    Vectorised integer bisection over all sides at once (``q_sides[t]`` holds the
+    positive probabilities of side ``t``). Targets must satisfy
+    ``0 < m[t] <= len(q_sides[t])``; a target equal to the support size needs
+    infinitely many draws and is refused.
+    """
+    n = len(q_sides)
+    m = np.asarray(m, dtype=np.float64)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    sizes = np.array([q.size for q in q_sides])
+    if np.any(m >= sizes) or np.any(m <= 0):
+        raise ValueError("draws_for_unique: each target must satisfy 0 < m < support size")
+    log1mq = np.log1p(-np.concatenate(q_sides))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    def expected(N):
+        per_entry = -np.expm1(np.repeat(N.astype(np.float64), sizes) * log1mq)
+        return np.add.reduceat(per_entry, starts)
+
+    lo = np.zeros(n, np.int64)                     # expected(lo) < m
+    hi = np.maximum(np.ceil(m).astype(np.int64), 1)  # grow until expected(hi) >= m
+    for _ in range(64):
+        short = expected(hi) < m
+        if not short.any():
+            break
+        lo = np.where(short, hi, lo)
+        hi = np.where(short, 2 * hi, hi)
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        ok = expected(mid) >= m
+        hi = np.where(ok, mid, hi)
+        lo = np.where(ok, lo, mid)
+    return hi
