@@ -189,6 +189,7 @@ class _Plan:
             sampled = can_sample
         else:
             sampled = can_sample & (eps_d > eps_r_m)
+        sampled, full = sampled.copy(), full.copy()
         kept = np.where(full, self.nnz, np.minimum(m, self.nnz)).astype(np.int64)
         draws = np.zeros_like(m)
         idx = np.flatnonzero(sampled)
@@ -216,8 +217,15 @@ class _Plan:
                 out[k][side_mask] = 0
                 kept[sel] = rand_sides(W, self.s_list[k], rows, signs, draws[sel], u[start:start + n_u], out[k])
                 start += n_u
+                # a draw that hit every weight did not sparsify: keep such a side unchanged (§2 item 7)
+                for t in sel[kept[sel] >= self.nnz[sel]]:
+                    i, sign = self.row_of[t], self.sign_of[t]
+                    side = (W[i] > 0) if sign > 0 else (W[i] < 0)
+                    out[k][i, side] = W[i, side]
+                    sampled[t], full[t], draws[t] = False, True, 0
         eps_r = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta), eps_r_m)
         eps_r = np.where(full, 0.0, eps_r)
+        eps_d = np.where(full, 0.0, eps_d)
         flags = dict(sampled=sampled, draws=draws, eps_det=eps_d, eps_rand=eps_r,
                      eps=np.where(sampled, eps_r, eps_d))
         return out, kept, flags
