@@ -1,13 +1,35 @@
 """Error bounds of SiPP as pure, vectorised functions (DESIGN §2 items 6–12).
 
-Notation (docs/theory.md has the derivations):
+Every function computes exactly the formula its docstring states; the
+derivations are in docs/theory.md (section names given per function) and the
+tests in tests/test_bounds.py and tests/test_guarantees.py check them.
 
-* ``s`` — empirical sensitivities of one side of one neuron, ``S = sum(s)``;
+Notation (the table in docs/theory.md maps every symbol to a code name):
+
+* ``s`` — empirical sensitivities of one side of one neuron, ``S = sum(s)``
+  (``S >= 1`` for a side that is alive on the batch S, ``0`` for a dead one);
+* ``m`` — kept weights of a side, ``N`` — draws of the sampler;
+* ``eps`` — relative error of a side's pre-activation, ``delta`` — failure
+  probability;
 * ``C`` — the constant of the out-of-sample assumption ``g(x) <= C * s``;
-* ``delta`` — failure probability; ``P`` output patches and ``k`` kernel
-  elements of the layer (both 1 for a dense layer).
+* ``P`` output patches and ``k`` kernel elements of a layer (both 1 for a
+  dense layer).
+
+Which statements are assumption-free:
+
+* :func:`eps_det_in_sample`, :func:`det_relative_error`, :func:`eps_in_sample`
+  and :func:`draws_in_sample` hold for every point of S with no assumption;
+* :func:`eps_det`, :func:`eps_out_of_sample`, :func:`draws_out_of_sample` and
+  the authors' :func:`eps_rand` / :func:`m_for_eps` hold for a fresh point x
+  only under ``g(x) <= C * s``;
+* :func:`propagate` is a deterministic implication: *if* every side meets its
+  tolerance at the inputs the pruned network feeds it, the output error is at
+  most the returned value.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 
@@ -15,21 +37,68 @@ import numpy as np
 DEFAULT_C = 3.0
 DEFAULT_DELTA = 1e-16
 
+#: Activations that pass an entrywise relative error through unchanged or
+#: smaller: ``|phi(z') - phi(z)| <= e |phi(z)|`` whenever ``|z' - z| <= e |z|``
+#: with ``e < 1`` (sign-preserving and ``phi(t z)/phi(z)`` between 1 and ``t``).
+#: ``sigmoid`` is not one of them (``sigmoid(0) != 0``), so the network-level
+#: bound of :func:`propagate` does not apply after a sigmoid.
+RELATIVE_ERROR_ACTIVATIONS = frozenset({"relu", "leaky_relu", "identity", "linear", "tanh"})
 
+
+def _scalar_or_array(out: np.ndarray):
+    return out if np.ndim(out) else float(out)
+
+
+def _check_delta(delta, name: str = "delta") -> float:
+    if isinstance(delta, bool) or not isinstance(delta, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a probability in (0, 1), got {type(delta).__name__}.")
+    delta = float(delta)
+    if not (0.0 < delta < 1.0):
+        raise ValueError(f"{name}: must be a failure probability in (0, 1), got {delta}; e.g. {name}=0.05.")
+    return delta
+
+
+def _check_count(value, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}.")
+    if int(value) < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_C(C) -> float:
+    if isinstance(C, bool) or not isinstance(C, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"C: expected a number >= 1, got {type(C).__name__}.")
+    C = float(C)
+    if not (C >= 1.0 and math.isfinite(C)):
+        raise ValueError(
+            f"C: the constant of the assumption g(x) <= C s must be >= 1 (on S itself g <= s), got {C}."
+        )
+    return C
+
+
+# --- §2 item 8: the authors' allocation form ---------------------------------
 def alpha(C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 1, k: int = 1) -> float:
     """``alpha = 2 C ln(8 (P + 1) k / delta)``, the constant of the allocation bound.
 
     From the union bound over the ``P + 1`` evaluation points (patches) and the
-    ``k`` kernel elements, with the Bernstein tail at level ``delta``.
+    ``k`` kernel elements, with a Bernstein tail at level ``delta``; ``C`` is
+    the constant of the assumption ``g(x) <= C s`` (DESIGN §2 item 8; docs/theory.md,
+    "The authors' allocation form").
     """
     return 2.0 * C * np.log(8.0 * (P + 1) * k / delta)
 
 
 def eps_rand(m, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 1, k: int = 1):
-    """Sampling error bound ``eps(m) = 1/2 [a/(3m) + sqrt((a/(3m))^2 + 2a/m)]``, ``a = alpha S``.
+    """The authors' sampling error bound ``eps(m) = 1/2 [a/(3m) + sqrt((a/(3m))^2 + 2a/m)]``, ``a = alpha S``.
 
+    ``alpha`` is :func:`alpha`. This is the positive root of
+    ``m eps^2 = a (1/2 + eps/3)``, the Bernstein-type condition the authors
+    use to allocate budgets; it rests on the assumption ``g(x) <= C s`` for the
+    points it is applied to (docs/theory.md, "The authors' allocation form").
     Vectorised over ``m`` (> 0) and ``S`` (>= 0). ``m = 0`` gives ``inf`` for a
-    live side (``S > 0``); a dead side (``S == 0``) has bound 0.
+    live side (``S > 0``); a dead side (``S == 0``) has bound 0. Decreasing and
+    convex in ``m``.
     """
     m = np.asarray(m, dtype=np.float64)
     a = alpha(C, delta, P, k) * np.asarray(S, dtype=np.float64)
@@ -41,10 +110,11 @@ def eps_rand(m, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 
 
 
 def m_for_eps(eps, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 1, k: int = 1):
-    """Inverse of :func:`eps_rand`: ``m(eps) = a (3 + 2 eps) / (6 eps^2)``.
+    """Inverse of :func:`eps_rand`: ``m(eps) = a (3 + 2 eps) / (6 eps^2)``, ``a = alpha S``.
 
-    This is the number of samples at which the Bernstein bound equals ``eps``
-    (solve ``eps^2 = (a/m)(1/2 + eps/3)... `` for ``m``; see docs/theory.md).
+    Solving ``m eps^2 = a (1/2 + eps/3)`` for ``m`` gives this; it is the
+    (real-valued) number of samples at which :func:`eps_rand` equals ``eps``.
+    Vectorised over ``eps`` (> 0) and ``S``.
     """
     eps = np.asarray(eps, dtype=np.float64)
     a = alpha(C, delta, P, k) * np.asarray(S, dtype=np.float64)
@@ -53,7 +123,12 @@ def m_for_eps(eps, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int
 
 
 def eps_rand_slope(m, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 1, k: int = 1):
-    """Derivative ``d eps_rand / dm = -3 eps^3 / (a (eps + 3))`` (from ``dm/deps``)."""
+    """Derivative ``d eps_rand / dm = -3 eps^3 / (a (eps + 3))`` (the reciprocal of ``dm/deps``).
+
+    From ``m(eps) = a (3 + 2 eps)/(6 eps^2)``: ``dm/deps = -a (eps + 3)/(3 eps^3)``.
+    The balanced allocation (DESIGN §2 item 10, :mod:`sparsify.allocation`)
+    sets ``(1/eta) * 3 eps^3 / (a (eps + 3)) = lambda``.
+    """
     a = alpha(C, delta, P, k) * np.asarray(S, dtype=np.float64)
     e = np.asarray(eps_rand(m, S, C, delta, P, k))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -61,14 +136,290 @@ def eps_rand_slope(m, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: 
     return out if out.ndim else float(out)
 
 
+# --- §2 item 8: assumption-free and out-of-sample Bernstein guarantees -------
+def _bernstein_eps(N, R, L):
+    """``eps(N) = b L/(3N) + sqrt((b L/(3N))^2 + 2 v L / N)`` with ``v = R - 1``, ``b = max(1, R - 1)``."""
+    N = np.asarray(N, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    v = np.maximum(R - 1.0, 0.0)
+    b = np.maximum(1.0, R - 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = b * L / (3.0 * N)
+        out = h + np.sqrt(h * h + 2.0 * v * L / N)
+    out = np.where(R == 0, 0.0, np.where(N <= 0, np.inf, out))
+    return _scalar_or_array(out)
+
+
+def _bernstein_draws(eps, R, L):
+    """``N(eps) = ceil(L (2 v + 2 b eps / 3) / eps^2)`` with ``v = R - 1``, ``b = max(1, R - 1)``."""
+    eps = np.asarray(eps, dtype=np.float64)
+    if np.any(~(eps > 0)):
+        raise ValueError(f"eps: the relative error must be > 0, got {eps[~(eps > 0)].ravel()[:3].tolist()}.")
+    R = np.asarray(R, dtype=np.float64)
+    v = np.maximum(R - 1.0, 0.0)
+    b = np.maximum(1.0, R - 1.0)
+    n = L * (2.0 * v + 2.0 * b * eps / 3.0) / (eps * eps)
+    # guard the ceiling against rounding just above an integer
+    out = np.ceil(n * (1.0 - 4 * np.finfo(np.float64).eps))
+    out = np.where(R == 0, 0.0, out).astype(np.int64)
+    return out if out.ndim else int(out)
+
+
+def eps_in_sample(N, S, delta: float = DEFAULT_DELTA, n_points: int = 1):
+    """Assumption-free sampling bound on S: ``eps(N) = b L/(3N) + sqrt((b L/(3N))^2 + 2 v L/N)``.
+
+    With ``L = ln(2 n_points / delta)``, ``v = S - 1`` and ``b = max(1, S - 1)``.
+
+    Guarantee: a side with sensitivities ``s`` (``S = sum s``) sampled with
+    ``N`` draws from ``q = s / S`` and reweighted (DESIGN §2 item 7) satisfies
+    ``|Z_hat(x) - Z(x)| <= eps |Z(x)|`` at all ``n_points`` points x of S at
+    once with probability at least ``1 - delta``.
+
+    Derivation (docs/theory.md, "Sampling on S"): ``Z_hat(x)/Z(x)`` is the mean
+    of ``N`` i.i.d. terms ``Y = g_J(x)/q_J``; for x in S, ``g_j(x) <= s_j`` so
+    ``Y`` lies in ``[0, S]``, its mean is ``sum_j g_j(x) = 1`` and its variance is
+    at most ``E[Y^2] - 1 <= S - 1``. Bernstein's inequality for the mean of
+    ``N`` terms with ``|Y - 1| <= b`` and variance ``<= v`` gives
+    ``P(|mean - 1| >= eps) <= 2 exp(-N eps^2 / (2v + 2b eps/3))``; setting this
+    to ``delta / n_points`` and taking the union over the points gives the
+    formula. No assumption on the data. Vectorised over ``N`` and ``S``; a dead
+    side (``S == 0``) has bound 0, ``N = 0`` gives ``inf``.
+    """
+    delta = _check_delta(delta)
+    n_points = _check_count(n_points, "n_points")
+    return _bernstein_eps(N, S, math.log(2.0 * n_points / delta))
+
+
+def draws_in_sample(eps, S, delta: float = DEFAULT_DELTA, n_points: int = 1):
+    """Draws that make :func:`eps_in_sample` at most ``eps``: ``N = ceil(L (2v + 2b eps/3) / eps^2)``.
+
+    ``L = ln(2 n_points / delta)``, ``v = S - 1``, ``b = max(1, S - 1)``. With
+    this many draws the sampled side is within ``(1 ± eps)`` of the original
+    at every point of S simultaneously with probability at least
+    ``1 - delta``, with no assumption (docs/theory.md, "Sampling on S").
+    Returns integers; 0 for a dead side.
+    """
+    delta = _check_delta(delta)
+    n_points = _check_count(n_points, "n_points")
+    return _bernstein_draws(eps, S, math.log(2.0 * n_points / delta))
+
+
+def eps_out_of_sample(N, S, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, n_points: int = 1):
+    """Sampling bound at fresh points under ``g(x) <= C s``: :func:`eps_in_sample` with ``S`` -> ``C S``.
+
+    ``eps(N) = b L/(3N) + sqrt((b L/(3N))^2 + 2 v L/N)``, ``L = ln(2 n_points/delta)``,
+    ``v = C S - 1``, ``b = max(1, C S - 1)``.
+
+    Assumption: for each of the ``n_points`` fixed points x (chosen
+    independently of the draws), every weight of the side has
+    ``g_j(x) <= C s_j``. Then ``Y = g_J(x)/q_J`` lies in ``[0, C S]`` with mean 1
+    and the in-sample argument goes through unchanged (docs/theory.md,
+    "Sampling off S"). Without the assumption nothing is claimed.
+    """
+    delta = _check_delta(delta)
+    C = _check_C(C)
+    n_points = _check_count(n_points, "n_points")
+    return _bernstein_eps(N, C * np.asarray(S, dtype=np.float64), math.log(2.0 * n_points / delta))
+
+
+def draws_out_of_sample(eps, S, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, n_points: int = 1):
+    """Inverse of :func:`eps_out_of_sample`: ``N = ceil(L (2v + 2b eps/3) / eps^2)``, ``v = C S - 1``, ``b = max(1, C S - 1)``."""
+    delta = _check_delta(delta)
+    C = _check_C(C)
+    n_points = _check_count(n_points, "n_points")
+    return _bernstein_draws(eps, C * np.asarray(S, dtype=np.float64), math.log(2.0 * n_points / delta))
+
+
+# --- §2 item 6: deterministic sparsification ---------------------------------
 def eps_det(s_sorted_desc, m, C: float = DEFAULT_C):
     """Deterministic bound ``eps_det(m) = C * sum of s outside the top m``.
 
     ``s_sorted_desc`` holds one side's sensitivities in descending order;
-    ``m`` may be an integer or an array of integers (vectorised via a suffix sum).
+    ``m`` may be an integer or an array of integers (vectorised via a suffix
+    sum). For points x of S the error is exactly ``sum_{pruned j} g_j(x) <=
+    sum_{pruned j} s_j`` (:func:`eps_det_in_sample`, i.e. ``C = 1``, no
+    assumption); for a fresh x it is at most this value under ``g(x) <= C s``.
+    The error is one-sided: ``(1 - eps) Z <= Z_hat <= Z`` on the side's own
+    sign (docs/theory.md, "Deterministic pruning"). Non-increasing in ``m``.
     """
     s = np.asarray(s_sorted_desc, dtype=np.float64)
     tail = np.concatenate([np.cumsum(s[::-1])[::-1], [0.0]])  # tail[m] = sum(s[m:])
     m = np.clip(np.asarray(m, dtype=np.int64), 0, s.size)
     out = C * tail[m]
     return out if out.ndim else float(out)
+
+
+def eps_det_in_sample(s_sorted_desc, m):
+    """Assumption-free deterministic bound on S: ``sum_{j not in top m} s_j`` (:func:`eps_det` with ``C = 1``)."""
+    return eps_det(s_sorted_desc, m, C=1.0)
+
+
+def det_relative_error(g, kept):
+    """Exact relative error of deterministic pruning at each point: ``sum_{j pruned} g_j(x)``.
+
+    ``g`` has shape ``(n_points, n)`` (the relative importances of one side at
+    each point, ``reference.relative_importance``), ``kept`` is a boolean mask
+    of shape ``(n,)``. On a side with ``Z(x) != 0``,
+    ``(Z(x) - Z_hat(x)) / Z(x)`` equals this value exactly (docs/theory.md,
+    "Deterministic pruning"); it never exceeds :func:`eps_det_in_sample`.
+    """
+    g = np.asarray(g, dtype=np.float64)
+    kept = np.asarray(kept, dtype=bool)
+    if g.shape[-1:] != kept.shape:
+        raise ValueError(f"kept: expected a mask of shape {g.shape[-1:]} to match g of shape {g.shape}, got {kept.shape}.")
+    return np.sum(np.where(kept, 0.0, g), axis=-1)
+
+
+# --- §2 item 9: the hybrid rule -------------------------------------------------
+def hybrid_samples(s_sorted_desc, m, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 1, k: int = 1):
+    """The hybrid choice for one side: sample iff ``eps_det(m) > eps_rand(m)`` (DESIGN §2 item 9).
+
+    Both bounds use the same ``C``; ``S = sum(s)``. Vectorised over ``m``.
+    Ties keep the deterministic top-m (no reweighting, no randomness).
+    """
+    s = np.asarray(s_sorted_desc, dtype=np.float64)
+    out = np.asarray(eps_det(s, m, C)) > np.asarray(eps_rand(m, s.sum(), C, delta, P, k))
+    return out if out.ndim else bool(out)
+
+
+# --- size of S (DESIGN §2, reference points) ---------------------------------
+def size_of_S(eta, eta_star, delta: float = DEFAULT_DELTA, K: float = 3.0) -> int:
+    """Points in the batch S: ``ceil(K ln(8 eta eta* / delta))``.
+
+    ``eta`` is the number of neurons of all layers with weights, ``eta*`` the
+    largest of them, ``K`` the authors' constant (``K = 3`` in their
+    experiments). It is the sample size at which, by a union bound over the
+    ``eta`` neurons and a Chernoff-type tail per neuron, the empirical
+    sensitivities on S upper-bound the true ones up to the constant ``C`` with
+    probability ``1 - delta`` (docs/theory.md, "How large S must be"). For a
+    784-300-100-10 network (``eta = 410``, ``eta* = 300``) with ``delta = 1e-16``
+    this is 152.
+    """
+    eta = _check_count(eta, "eta")
+    eta_star = _check_count(eta_star, "eta_star")
+    if eta_star > eta:
+        raise ValueError(f"eta_star: the widest layer ({eta_star}) cannot have more neurons than all layers together (eta={eta}).")
+    delta = _check_delta(delta)
+    if isinstance(K, bool) or not isinstance(K, (numbers.Real, np.floating, np.integer)) or not float(K) > 0:
+        raise ValueError(f"K: must be a positive number (the authors use 3), got {K!r}.")
+    value = float(K) * math.log(8.0 * eta * eta_star / delta)
+    return int(math.ceil(value * (1.0 - 4e-16)))
+
+
+def network_eta(network) -> tuple[int, int]:
+    """``(eta, eta*)`` of a network: neurons of all layers with weights, and the widest such layer."""
+    widths = [layer.n_out for layer in network.layers if getattr(layer, "prunable", True)]
+    return int(sum(widths)), int(max(widths))
+
+
+# --- §2 item 12: network level ---------------------------------------------------
+def cancellation(A, W, b=None):
+    """Cancellation factors ``Delta_i(x) = sum_k |W_ik a_k(x)| / |z_i(x)|``, shape (n_points, n_out).
+
+    ``A`` (n_points, n_in) is the layer's input, ``z = A @ W.T + b``. ``Delta``
+    measures how much the terms of ``z_i`` cancel: an entrywise relative error
+    ``e`` on the inputs (or ``e`` on each weight side) moves ``z_i`` by at most
+    ``e Delta_i |z_i|``. Where the numerator is 0, ``z_i(x) = b_i`` cannot move
+    and ``Delta = 0``; where only ``z_i(x) = 0``, ``Delta = inf``.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    num = np.abs(A) @ np.abs(W).T
+    z = A @ W.T
+    if b is not None:
+        z = z + np.asarray(b, dtype=np.float64)
+    absz = np.abs(z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(num == 0, 0.0, np.where(absz == 0, np.inf, num / absz))
+    return out
+
+
+def propagate(eps_layers, delta_layers, *, activations=None, per_layer: bool = False):
+    """Propagated relative error of the output: ``E_l = max_i Delta_li [(1 + eps_li)(1 + E_{l-1}) - 1]``, ``E_0 = 0``.
+
+    ``eps_layers[l]`` is the tolerance of the neurons of layer ``l`` (a scalar
+    or an array of shape (n_out,), the larger of each neuron's two sides);
+    ``delta_layers[l]`` holds the cancellation factors (:func:`cancellation`)
+    of layer ``l``, shape (n_points, n_out) or (n_out,) or a scalar. Returns
+    ``E_L`` per point (or the list of all ``E_l`` with ``per_layer=True``);
+    a float when no input has a points axis.
+
+    Statement (docs/theory.md, "Network level"): suppose every activation is
+    in :data:`RELATIVE_ERROR_ACTIVATIONS`, and at a point x each side of each
+    pruned layer ``l`` is within ``(1 ± eps_l)`` of the original layer's side
+    *at the input the pruned network feeds it*. Then every neuron of layer
+    ``l`` satisfies ``|z_hat_i - z_i| <= E_l |z_i|``; in particular the output
+    relative error is at most ``E_L`` (for the output layer's pre-activation;
+    after an identity output activation, or when ``E_L < 1``, for the output
+    itself). Proof by induction: the upstream error
+    moves ``z_i`` by at most ``E_{l-1} Delta_i |z_i|`` and the pruning of the
+    sides by at most ``eps_l (1 + E_{l-1}) Delta_i |z_i|``. Unrolled,
+    ``E_L = sum_l eps_l D_l prod_{k>l} (1 + eps_k)`` for scalar tolerances,
+    ``D_l = prod_{k>=l} Delta_k``. Only the hypothesis (per-side error at
+    pruned inputs) is probabilistic; the implication is exact.
+
+    The activations pass the relative error on only while it is below 1 (a
+    larger error can flip the sign of ``z``). So once ``E_l >= 1`` at a hidden
+    layer whose activation is not the identity, every later ``E`` is ``inf``
+    (no claim). ``activations`` (one name per layer) lets identity layers keep
+    their finite bound; without it every hidden layer is treated as nonlinear.
+    """
+    eps_layers = list(eps_layers)
+    delta_layers = list(delta_layers)
+    if len(eps_layers) != len(delta_layers):
+        raise ValueError(
+            f"delta_layers: expected one entry per layer ({len(eps_layers)} tolerances), got {len(delta_layers)}."
+        )
+    if activations is None:
+        linear = [False] * len(eps_layers)
+    else:
+        activations = list(activations)
+        if len(activations) != len(eps_layers):
+            raise ValueError(
+                f"activations: expected one name per layer ({len(eps_layers)}), got {len(activations)}."
+            )
+        for name in activations[:-1]:
+            if name not in RELATIVE_ERROR_ACTIVATIONS:
+                raise ValueError(
+                    f"activations: the network-level bound needs activations that preserve relative errors "
+                    f"({sorted(RELATIVE_ERROR_ACTIVATIONS)}); got {name!r} on a hidden layer."
+                )
+        linear = [name in ("identity", "linear") for name in activations]
+    E = np.float64(0.0)
+    history = []
+    for eps_l, D_l in zip(eps_layers, delta_layers):
+        eps_l = np.asarray(eps_l, dtype=np.float64)
+        D_l = np.asarray(D_l, dtype=np.float64)
+        if np.any(eps_l < 0) or np.any(D_l < 0):
+            raise ValueError("eps_layers and delta_layers: tolerances and cancellation factors must be >= 0.")
+        # neurons along the last axis; E (one value per point) broadcasts over them
+        bracket = (1.0 + eps_l) * (1.0 + np.asarray(E)[..., None]) - 1.0
+        with np.errstate(invalid="ignore"):
+            per_neuron = np.where(bracket == 0, 0.0, D_l * bracket)  # exact layer, exact input: no error
+        E = np.max(np.atleast_1d(per_neuron), axis=-1)
+        history.append(_scalar_or_array(np.asarray(E)))
+        if not linear[len(history) - 1]:
+            E = np.where(E >= 1.0, np.inf, E)  # the sign of z may flip: nothing passes the activation
+    return history if per_layer else history[-1]
+
+
+def layer_tolerances(eps, delta_max):
+    """Per-layer tolerances ``eps_l = eps / (L D_l)``, ``D_l = prod_{k >= l} Delta_k`` (downstream product).
+
+    ``delta_max`` holds one cancellation factor per layer (estimated on S,
+    e.g. the largest ``Delta_i(x)`` over neurons and points of S). With these
+    tolerances :func:`propagate` gives ``E_L = (eps/L) sum_l prod_{k>l}(1 + eps_k)
+    <= eps prod_l (1 + eps_l)``, i.e. the output is within about ``(1 ± eps)``
+    (docs/theory.md, "Network level"). The CoreNet construction uses the same
+    downstream product.
+    """
+    d = np.asarray(delta_max, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"delta_max: expected one factor per layer (a 1-D array), got shape {d.shape}.")
+    if np.any(~(d > 0)) or np.any(~np.isfinite(d)):
+        raise ValueError(f"delta_max: cancellation factors must be finite and > 0, got {d.tolist()}.")
+    eps = float(eps)
+    if not eps > 0:
+        raise ValueError(f"eps: the output tolerance must be > 0, got {eps}.")
+    downstream = np.cumprod(d[::-1])[::-1]
+    return eps / (d.size * downstream)
