@@ -17,24 +17,44 @@ from ._config import njit, prange
 @njit(parallel=True)
 def _det_sides(W, s, rows, signs, m, out):
     """Write the top-``m[t]`` weights (by ``s``, ties to the lower index) of side
-    ``(rows[t], signs[t])`` of ``W`` into ``out``; other entries of the side stay 0."""
+    ``(rows[t], signs[t])`` of ``W`` into ``out``; other entries of the side stay 0.
+
+    Selection, not sorting: the m-th largest value ``thr`` comes from
+    ``np.partition``; every entry above ``thr`` is kept, then entries equal to
+    ``thr`` in index order until ``m`` are kept (the reference's stable sort
+    breaks ties the same way).
+    """
     n_in = W.shape[1]
     for t in prange(rows.size):
         i = rows[t]
         idx = np.empty(n_in, np.int64)
+        vals = np.empty(n_in, s.dtype)
         n = 0
         for j in range(n_in):
             w = W[i, j]
             if (signs[t] > 0 and w > 0) or (signs[t] < 0 and w < 0):
                 idx[n] = j
+                vals[n] = s[i, j]
                 n += 1
-        keys = np.empty(n, np.float64)
+        want = min(m[t], n)
+        if want <= 0:
+            continue
+        if want == n:
+            for k in range(n):
+                out[i, idx[k]] = W[i, idx[k]]
+            continue
+        thr = np.partition(vals[:n], n - want)[n - want]
+        above = 0
         for k in range(n):
-            keys[k] = -s[i, idx[k]]
-        order = np.argsort(keys, kind="mergesort")  # stable: ties keep index order
-        for k in range(min(m[t], n)):
-            j = idx[order[k]]
-            out[i, j] = W[i, j]
+            if vals[k] > thr:
+                above += 1
+        ties = want - above
+        for k in range(n):
+            v = vals[k]
+            if v > thr or (v == thr and ties > 0):
+                if v == thr:
+                    ties -= 1
+                out[i, idx[k]] = W[i, idx[k]]
 
 
 @njit(parallel=True)
