@@ -169,9 +169,8 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     Parameters
     ----------
     network : Network
-    X_S : array (n_points, n_in); needed by "snip" and "wanda", and used by the
-        report to measure the pre-activation error on S (may be None only for
-        the data-free baselines, in which case the report has no error columns).
+    X_S : array (n_points, n_in); scored by "snip" and "wanda", and used by
+        the report of every method to measure the pre-activation error on S.
     keep, budget : exactly one: fraction of prunable weights to keep, or a count.
     method : "magnitude-global" | "magnitude-layer" | "random" | "snip" | "wanda".
     y_S : int labels of S (needed by "snip").
@@ -184,11 +183,13 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     """
     from .prune import result_from_masks
 
+    if X_S is None:
+        raise ValueError(
+            "X_S: prune_baseline needs the batch S (X_S=...) for the report, which measures each side's "
+            "pre-activation error on S like sparsify.prune does; use baseline_masks() for masks alone."
+        )
     t0 = time.perf_counter()
     masks = baseline_masks(network, X_S, keep=keep, budget=budget, method=method, y_S=y_S, rng=rng)
     B = check_keep_budget(keep, budget, network.n_weights)
-    weights = [np.where(m, w, 0).astype(network.dtype) for m, w in zip(masks, network.weights)]
-    res = result_from_masks(network, X_S, masks, weights=weights, method=method, allocation=METHODS[method],
-                            requested=B)
-    res.report.seconds = time.perf_counter() - t0
-    return res
+    return result_from_masks(network, X_S, masks, method=method, allocation=METHODS[method], requested=B,
+                             seconds=time.perf_counter() - t0)

@@ -99,9 +99,9 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
     A constant feature (std 0, e.g. a border pixel) is centred but not scaled.
     """
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    constant = np.ptp(train, axis=0) == 0 if len(train) else np.ones(train.shape[1], bool)
+    mean = np.where(constant, train[0] if len(train) else 0.0, train.mean(axis=0))
+    std = np.where(constant, 1.0, train.std(axis=0))  # rounding gives a constant a tiny nonzero std
     return [(a - mean) / std for a in (train, *others)]
 
 
