@@ -1,0 +1,105 @@
+"""``sparsify experiment [CONFIG.toml] --out DIR``: the paper's experiment on real data."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+#: flag -> (config key, type, help)
+FLAGS = {
+    "--data": ("data", str, "dataset: digits, generated, or mnist:DIR (a folder with the MNIST IDX files)"),
+    "--data-seed": ("data_seed", int, "seed of the train/validation/test split"),
+    "--hidden": ("hidden", _ints, "hidden widths, e.g. 300,100"),
+    "--activation": ("activation", str, "hidden activation (relu, tanh, ...)"),
+    "--epochs": ("epochs", int, "epochs of training the reference network (and lottery tickets)"),
+    "--batch-size": ("batch_size", int, "minibatch size"),
+    "--lr": ("lr", float, "learning rate of training"),
+    "--momentum": ("momentum", float, "SGD momentum"),
+    "--weight-decay": ("weight_decay", float, "L2 weight decay on the weights"),
+    "--milestones": ("milestones", _ints, "epochs where the learning rate is multiplied by gamma"),
+    "--gamma": ("gamma", float, "learning-rate factor at each milestone"),
+    "--retrain-epochs": ("retrain_epochs", int, "epochs of fine-tuning after each prune"),
+    "--retrain-lr": ("retrain_lr", float, "learning rate of fine-tuning"),
+    "--retrain-milestones": ("retrain_milestones", _ints, "milestones of fine-tuning"),
+    "--methods": ("methods", _names, "comma-separated methods (default: all)"),
+    "--keeps": ("keeps", _floats, "explicit kept fractions, e.g. 0.3,0.1,0.03 (overrides the geometric grid)"),
+    "--keep-max": ("keep_max", float, "largest kept fraction of the geometric grid"),
+    "--keep-min": ("keep_min", float, "smallest kept fraction of the geometric grid"),
+    "--keep-points": ("keep_points", int, "number of kept fractions in the geometric grid"),
+    "--seeds": ("seeds", _ints, "comma-separated seeds (repetitions)"),
+    "--mode": ("mode", str, "oneshot, retrain (prune then fine-tune) or iterative (prune-retrain cascade)"),
+    "--s-size": ("s_size", int, "points in S (0: the authors' ceil(3 ln(8 eta eta* / delta)))"),
+    "--delta": ("delta", float, "failure probability of the SiPP bounds"),
+    "--C": ("C", float, "out-of-sample constant C of the SiPP bounds"),
+    "--lottery-method": ("lottery_method", str, "method whose mask the lottery-ticket panel trains"),
+    "--lottery-keeps": ("lottery_keeps", _floats, "kept fractions of the lottery panel (default: the grid)"),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "experiment",
+        help="train, prune with SiPP and baselines over a keep grid and seeds, report and plot",
+        description=(
+            "Run the pruning experiment: train a reference MLP, prune it with SiPP (det, rand, hybrid, "
+            "det with balanced allocation) and the baselines (global/layer-wise magnitude, random, SNIP, "
+            "wanda) over a geometric grid of kept fractions and several seeds, optionally fine-tune, and "
+            "write results.csv, results.json, summary.txt and plots to --out. Settings come from a flat "
+            "TOML file and/or flags (flags win). Re-running with the same --out resumes an interrupted run."
+        ),
+    )
+    p.add_argument("config", nargs="?", help="flat TOML file with the settings (keys as in the flags, with _)")
+    p.add_argument("--out", help="output folder (default: sparsify-experiment-YYYYmmdd-HHMMSS)")
+    for flag, (key, kind, text) in FLAGS.items():
+        p.add_argument(flag, dest=key, type=kind, default=None, help=text)
+    lot = p.add_mutually_exclusive_group()
+    lot.add_argument("--lottery", dest="lottery", action="store_true", default=None,
+                     help="add the lottery-ticket panel (default: on)")
+    lot.add_argument("--no-lottery", dest="lottery", action="store_false", help="skip the lottery-ticket panel")
+    p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args):
+    from ..experiment import ExperimentConfig, load_config
+
+    values = load_config(args.config) if args.config else {}
+    keys = [key for key, _, _ in FLAGS.values()] + ["lottery"]
+    values.update({k: getattr(args, k) for k in keys if getattr(args, k, None) is not None})
+    return ExperimentConfig.from_dict(values, source=args.config or "flags")
+
+
+def run(args) -> int:
+    import io
+
+    from ..experiment import run_experiment
+
+    config = config_from_args(args)
+    out = Path(args.out) if args.out else Path(f"sparsify-experiment-{time.strftime('%Y%m%d-%H%M%S')}")
+    log = io.StringIO() if args.quiet else sys.stderr
+    result = run_experiment(config, out, log=log, plots=not args.no_plots)
+    print(result.summary)
+    print(f"results: {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.txt'}"
+          + "".join(f", {p}" for p in result.plots))
+    return 0
