@@ -274,3 +274,36 @@ def test_propagate_bounds_the_output_of_any_side_wise_perturbation(net_X, data):
     limit = np.where(finite, np.where(np.isfinite(E), E, 0.0)[:, None] * np.abs(z), np.inf)
     ok = ~finite | (err <= limit * (1 + 1e-6) + 1e-9 * (1 + np.abs(z)))
     assert ok.all(), (err[~ok], limit[~ok])
+
+
+@given(
+    sst.networks_with_inputs(n_layers=(1, 4), activations=("relu", "leaky_relu", "tanh", "sigmoid", "identity"),
+                             n_points=(1, 5)),
+    st.data(),
+)
+def test_propagate_forward_bounds_any_side_wise_perturbation(net_X, data):
+    """The per-neuron forward bound holds for every activation and is never above propagate()."""
+    net, X = net_X
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    eps = [data.draw(st.floats(0.0, 0.5)) for _ in net.layers]
+    pruned = net.with_weights([W * (1 + e * rng.uniform(-1, 1, W.shape)) for W, e in zip(net.weights, eps)])
+    A = net.trace(X)
+    z = net.layers[-1].preactivation(A[-1])
+    z_hat = pruned.layers[-1].preactivation(pruned.trace(X)[-1])
+    d = bounds.propagate_forward(eps, net.weights, A, net.activations, [layer.bias for layer in net.layers])
+    assert d.shape == z.shape
+    err = np.abs(z_hat - z)
+    assert np.all(err <= d * (1 + 1e-6) + 1e-9 * (1 + np.abs(z))), (err, d)
+    if all(a in bounds.RELATIVE_ERROR_ACTIVATIONS for a in net.activations[:-1]):
+        D = [bounds.cancellation(a, layer.weight, layer.bias) for a, layer in zip(A, net.layers)]
+        E = bounds.propagate(eps, D, activations=net.activations)
+        fin = np.isfinite(E)
+        rel = np.max(np.where(np.abs(z) > 0, d / np.where(np.abs(z) > 0, np.abs(z), 1.0), np.where(d > 0, np.inf, 0.0)), axis=1)
+        assert np.all(rel[fin] <= E[fin] * (1 + 1e-9) + 1e-12)
+
+
+def test_propagate_forward_validates():
+    with pytest.raises(ValueError, match="one entry per layer"):
+        bounds.propagate_forward([0.1], [np.eye(2), np.eye(2)], [np.eye(2)], ["relu"], [None])
+    with pytest.raises(ValueError, match="softplus"):
+        bounds.propagate_forward([0.1], [np.eye(2)], [np.eye(2)], ["softplus"])

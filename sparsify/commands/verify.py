@@ -1,0 +1,115 @@
+"""``sparsify verify``: check the per-side guarantees of SiPP over many seeds."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import add_model_args, load_model, load_points, write_json
+
+DESCRIPTION = """\
+Check SiPP's guarantees numerically.
+
+MODEL is pruned with --seeds independent seeds using the batch S (--data). For
+every layer, neuron side and point of S and of the held-out batch T (--test),
+the side's pre-activation must stay within (1 +- eps) of the original, where
+eps is the bound the method claims for that side (or --eps). One trial is one
+seed; a layer fails on a seed if any side fails at any point. Per layer the
+command prints the failure rate, its exact Clopper-Pearson upper bound, the
+rate the theory allows (delta times sampled sides times points, by the union
+bound) and a verdict:
+
+  holds              failures within the allowance (with delta = 1e-16: none)
+  violated           the Clopper-Pearson lower bound exceeds the allowance
+  not enough trials  more failures than allowed, but possibly by chance
+
+S needs no assumption; T relies on g(x) <= C s. It also compares the output
+error with the propagated network-level bound, and reports bound/measured
+(how loose each bound is). docs/theory.md explains every number. Exit status:
+0 when no in-sample guarantee is violated, 1 when one is, 2 on bad input.
+"""
+
+EXAMPLES = """\
+examples:
+  sparsify verify model.npz --data S.npy --test T.npy
+  sparsify verify model.npz --data S.npy --test T.npy --method rand --delta 0.05 --seeds 200 --json v.json
+  sparsify verify export.npz --activations relu,relu,identity --data S.npy --test T.npy --plot v.png
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("verify", help="check the pruning guarantees over many seeds", description=DESCRIPTION,
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--data", required=True, metavar="S.npy", help="batch S used for pruning, (n_points, n_in)")
+    p.add_argument("--test", required=True, metavar="T.npy", help="held-out batch T, (n_points, n_in)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--keep", type=float, metavar="F", help="fraction of weights to keep, in (0, 1] (default 0.1)")
+    size.add_argument("--budget", type=int, metavar="N", help="number of weights to keep")
+    p.add_argument("--method", choices=["det", "rand", "hybrid"], default="hybrid", help="per-side rule (default hybrid)")
+    p.add_argument("--allocation", choices=["global", "balanced"], default=None,
+                   help="budget rule (default: global for det, balanced otherwise)")
+    p.add_argument("--seeds", type=int, default=50, metavar="N", help="independent prunings (default 50)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="K", help="seeds are K, K+1, ... (default 0)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="one tolerance for every side (default: the bound each side claims)")
+    p.add_argument("--delta", type=float, default=1e-16, help="failure probability (default 1e-16)")
+    p.add_argument("--C", type=float, default=3.0, help="out-of-sample constant C of g(x) <= C s (default 3)")
+    p.add_argument("--confidence", type=float, default=0.95, help="level of the Clopper-Pearson intervals (default 0.95)")
+    p.add_argument("--json", metavar="OUT.json", help="write the full result as JSON")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="also sweep keep fractions for det, rand and hybrid and plot error and bound per layer "
+                        "(needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress and no table")
+    p.set_defaults(func=run)
+
+
+class _Progress:
+    """A one-line counter on stderr (rewritten in place on a terminal)."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            print(f"\r{self.label} {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+            return
+        tenth = (10 * done) // total
+        if tenth != self.last or done == total:
+            self.last = tenth
+            print(f"{self.label} {done}/{total}", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    from ..verify import format_table, plot_sweep, sweep, verify
+
+    if args.plot:  # fail before the long run, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError("--plot needs matplotlib, which is in the 'plot' extra: "
+                              "pip install 'sparsify[plot]'.") from None
+    net = load_model(args)
+    X_S = load_points(args.data, "--data")
+    X_T = load_points(args.test, "--test")
+    keep = args.keep if args.keep is not None or args.budget is not None else 0.1
+    show = not args.quiet
+    result = verify(net, X_S, X_T, keep=keep, budget=args.budget, method=args.method, allocation=args.allocation,
+                    seeds=args.seeds, first_seed=args.first_seed, eps=args.eps, delta=args.delta, C=args.C,
+                    confidence=args.confidence, progress=_Progress("verify: seed", show))
+    result.update(model=str(args.model), data=str(args.data), test=str(args.test))
+    if args.json:
+        write_json(args.json, result)
+    if show:
+        print(format_table(result))
+    if args.plot:
+        keeps = [k for k in (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)]
+        data = sweep(net, X_S, keeps, seed=args.first_seed, delta=args.delta, C=args.C,
+                     progress=_Progress("plot: pruning", show))
+        plot_sweep(data, args.plot, title=f"{net}, |S|={X_S.shape[0]}, delta={args.delta:g}, C={args.C:g}")
+    if show and (args.json or args.plot):
+        print("wrote " + " and ".join(p for p in (args.json, args.plot) if p))
+    return 0 if result["holds"] else 1
