@@ -78,9 +78,10 @@ def _open_npz(path) -> dict[str, np.ndarray]:
     if path.is_dir():
         raise ValueError(f"model: {str(path)!r} is a directory, expected a .npz file.")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive of named arrays")
+        with data:
             if len(data.files) > 4 * _MAX_LAYERS:
                 raise ValueError(f"{len(data.files)} entries")
             return {key: data[key] for key in data.files}

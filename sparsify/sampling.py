@@ -71,7 +71,7 @@ def _rand_sides(W, s, rows, signs, draws, offsets, u, out, kept):
         idx = np.empty(n_in, np.int64)
         cum = np.empty(n_in, s.dtype)
         n = 0
-        acc = s[i, 0] * 0  # a zero of the dtype of s
+        acc = s[i, 0] - s[i, 0]  # a zero of s's dtype (s[i, 0] * 0 would be float64)
         last = -1
         for j in range(n_in):
             w = W[i, j]

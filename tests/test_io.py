@@ -235,10 +235,6 @@ def test_a_pickle_file_is_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG io._open_npz: np.load of a .npy file returns an ndarray, which is used as a context "
-    "manager before the NpzFile check, so the user gets TypeError \"'numpy.ndarray' object does not "
-    "support the context manager protocol\" instead of a ValueError naming 'model'"))
 def test_a_single_npy_array_is_not_a_model(tmp_path):
     np.save(tmp_path / "m.npy", np.ones((3, 3)))
     msg = _model_error(tmp_path / "m.npy")

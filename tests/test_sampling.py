@@ -127,11 +127,6 @@ def test_rand_sides_equals_reference(dtype, dyadic, data):
     assert np.all(np.sign(out[written]) == np.sign(W[written]))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG sampling._rand_sides: 'acc = s[i, 0] * 0' is float64 under Numba (float32 * int64), so "
-    "the side total S and the running sums are accumulated in float64, while "
-    "reference.sample_counts/sparsify_side_rand use np.cumsum in float32; the kept weight "
-    "differs by one float32 ulp (1.5 vs 1.5000001) and the promised bit-for-bit agreement fails"))
 def test_rand_sides_equals_reference_for_generic_float32_sensitivities():
     W = np.array([[0.0, 0.5, 0.5, 1.0]], np.float32)
     s = np.array([[0.0, 0.38494664, 0.38494664, 0.38494664]], np.float32)
