@@ -82,7 +82,7 @@ def _stack_buffer(typingctx, size, dtype):
 
 # --- the max-times kernel ----------------------------------------------------------
 @njit(parallel=True, fastmath=True)
-def _max_times(Ap, rT, W, R, tile_i, tile_x):
+def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x):
     """``R[i, j] = max(R[i, j], max_x A[x, j] * r[side, i, x])``, side = + if ``W[i, j] > 0`` else -.
 
     Ap: (n_tiles, n_points, tile_j) the input block A >= 0 packed in column tiles
@@ -99,7 +99,7 @@ def _max_times(Ap, rT, W, R, tile_i, tile_x):
     and each accumulator load/store is shared by 4 points. Odd neuron and point
     counts repeat the last neuron or point, which a maximum ignores.
     """
-    n_tiles, n_points, tile_j = Ap.shape
+    n_tiles, n_points = Ap.shape[0], Ap.shape[1]
     n_out, n_in = R.shape
     n_itiles = (n_out + tile_i - 1) // tile_i
     for task in prange(n_itiles * n_tiles):
@@ -218,7 +218,7 @@ class _LayerMaxima:
         for t in range(n_tiles):
             cols = A[:, t * tile_j:(t + 1) * tile_j]
             Ap[t, :, :cols.shape[1]] = cols
-        _max_times(Ap, r, self.W, self.R, self.tiles["tile_i"], self.tiles["tile_x"])
+        _max_times(Ap, r, self.W, self.R, self.tiles["tile_i"], tile_j, self.tiles["tile_x"])
 
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
@@ -320,6 +320,17 @@ def _fixed_blocks(batches, size: int):
         yield np.concatenate(pending, axis=0)
 
 
+def _layer_inputs_of_block(network, X):
+    """The trace of one validated block: the steps of ``Network.trace``, lazily,
+    and without the last layer's forward pass, whose output no sensitivity needs."""
+    a = X
+    last = len(network.layers) - 1
+    for k, layer in enumerate(network.layers):
+        yield layer.input_matrix(a)
+        if k < last:
+            a = layer.forward(a)
+
+
 def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: dict | None = None) -> list:
     """Empirical sensitivities of every prunable layer of ``network`` on ``X_S``.
 
@@ -360,7 +371,7 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
     n_points = 0
     for X in _fixed_blocks(_batches(network, X_S, chunk_size), chunk_size):
         n_points += X.shape[0]
-        for k, (A, acc) in enumerate(zip(network.trace(X), state)):
+        for k, (A, acc) in enumerate(zip(_layer_inputs_of_block(network, X), state)):
             if not np.all(np.isfinite(A)):
                 raise ValueError(
                     f"X_S: the forward pass overflowed: the input of layer {k} has NaN or infinite "

@@ -1,0 +1,1 @@
+"""Benchmarks of sparsify; run ``python -m benchmarks`` (see benchmarks/run.py)."""

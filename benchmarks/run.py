@@ -1,0 +1,448 @@
+"""Performance benchmark of sparsify's sensitivity step (issue 5).
+
+Run as ``python benchmarks/run.py`` or ``python -m benchmarks``; ``--quick``
+uses fewer repeats and smaller streams, ``--json OUT`` also writes every raw
+number. For each target it prints the measured value next to the target.
+
+Method. Every timed function is called once before timing (JIT compilation
+and cache loading excluded), then timed ``repeats`` times; the kernel and its
+BLAS GEMM baseline are timed alternately and the ratio is the median of the
+per-repeat ratios, which is robust to other load on a shared machine (the load
+average is printed). Peak memory of streaming is measured in fresh
+subprocesses, both as the peak resident set size (``resource.getrusage``,
+includes the interpreter, NumPy, Numba and LLVM) and as the tracemalloc peak
+(NumPy's own allocations, which is what grows if a computation is not flat).
+Start-up and compilation costs are measured in fresh subprocesses too.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- environment ---------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sparsify", "benchmarks"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "") if commit else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _blas_info() -> str:
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')} ({blas.get('openblas configuration', '').strip()})"
+    except Exception:  # older NumPy: no dict mode
+        return "unknown"
+
+
+def environment() -> dict:
+    import numba
+
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_threading_layer": _threading_layer(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "blas": _blas_info(),
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def _threading_layer() -> str:
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return "not initialised"
+
+
+# --- timing helpers ------------------------------------------------------------------
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def paired(fn, baseline, repeats: int) -> dict:
+    """Median times of ``fn`` and ``baseline`` and the median of their per-repeat ratio."""
+    fn()
+    baseline()
+    t_fn, t_base, ratios = [], [], []
+    for _ in range(repeats):
+        a = _time(fn)
+        b = _time(baseline)
+        t_fn.append(a)
+        t_base.append(b)
+        ratios.append(a / b)
+    return {"seconds": statistics.median(t_fn), "baseline_seconds": statistics.median(t_base),
+            "ratio": statistics.median(ratios)}
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    return statistics.median(_time(fn) for _ in range(repeats))
+
+
+# --- the benchmarks ----------------------------------------------------------------------
+def _layer(points, n_in, n_out, dtype, signed=False, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((points, n_in))
+    if not signed:
+        A = np.maximum(A, 0)  # the input of a hidden layer after ReLU
+    W = rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)
+    return A.astype(dtype), W.astype(dtype)
+
+
+def bench_layer(shapes, repeats) -> list:
+    """Target 1: one dense layer's sensitivity vs a same-shape BLAS GEMM, with a breakdown."""
+    sens = importlib.import_module("sparsify.sensitivity")
+    rows = []
+    for dtype in (np.float64, np.float32):
+        for points, n_in, n_out, signed in shapes:
+            A, W = _layer(points, n_in, n_out, dtype, signed)
+            res = paired(lambda: sens._sensitivity_layer(A, W), lambda: A @ W.T, repeats)
+            # breakdown of one block: the Z GEMM and the max-times kernel
+            block = np.ascontiguousarray(np.maximum(A[:sens.DEFAULT_CHUNK_SIZE], 0))
+            acc = sens._LayerMaxima(W, dict(sens.DEFAULT_TILES))
+            stacked = acc.stacked
+            t_z = median_time(lambda: stacked @ block.T, repeats)
+            Z = stacked @ block.T
+            r = np.empty_like(Z)
+            sens._reciprocals(Z, r)
+            r = r.reshape(2, n_out, block.shape[0])
+            tj = sens.DEFAULT_TILES["tile_j"]
+            Ap = np.zeros((-(-n_in // tj), block.shape[0], tj), dtype)
+            for t in range(Ap.shape[0]):
+                cols = block[:, t * tj:(t + 1) * tj]
+                Ap[t, :, :cols.shape[1]] = cols
+            t_k = median_time(lambda: sens._max_times(Ap, r, acc.W, acc.R, sens.DEFAULT_TILES["tile_i"],
+                                                       sens.DEFAULT_TILES["tile_x"]), repeats)
+            t_g = median_time(lambda: block @ W.T, repeats)
+            rows.append({
+                "dtype": np.dtype(dtype).name, "points": points, "n_in": n_in, "n_out": n_out,
+                "signed_inputs": signed, **res,
+                "block_points": int(block.shape[0]), "block_gemm_seconds": t_g,
+                "block_Z_seconds": t_z, "block_kernel_seconds": t_k,
+                "Z_over_gemm": t_z / t_g, "kernel_over_gemm": t_k / t_g,
+            })
+    return rows
+
+
+def bench_reference(shape, repeats) -> list:
+    """Kernel vs the readable NumPy reference on a shape the reference can do in seconds."""
+    from sparsify import reference
+
+    sens = importlib.import_module("sparsify.sensitivity")
+    rows = []
+    for dtype in (np.float64, np.float32):
+        A, W = _layer(*shape, dtype)
+        t_ref = _time(lambda: reference.sensitivity_layer(A, W))  # once: it is slow
+        t_k = median_time(lambda: sens._sensitivity_layer(A, W), repeats)
+        t_g = median_time(lambda: A @ W.T, repeats)
+        rows.append({"dtype": np.dtype(dtype).name, "points": shape[0], "n_in": shape[1], "n_out": shape[2],
+                     "reference_seconds": t_ref, "kernel_seconds": t_k, "gemm_seconds": t_g,
+                     "speedup": t_ref / t_k})
+    return rows
+
+
+def bench_scaling(repeats, quick) -> list:
+    """Target 3: 4x points and 4x weights should cost 3.5-4.5x."""
+    sens = importlib.import_module("sparsify.sensitivity")
+    rows = []
+    dtypes = (np.float64,) if quick else (np.float64, np.float32)
+    for dtype in dtypes:
+        for kind, small, large in (("points", (256, 1024, 1024), (1024, 1024, 1024)),
+                                   ("weights", (512, 512, 512), (512, 1024, 1024))):
+            times = []
+            for shape in (small, large):
+                A, W = _layer(*shape, dtype)
+                times.append(median_time(lambda: sens._sensitivity_layer(A, W), repeats))
+            rows.append({"dtype": np.dtype(dtype).name, "grow": kind, "small": small, "large": large,
+                         "small_seconds": times[0], "large_seconds": times[1], "ratio": times[1] / times[0]})
+    return rows
+
+
+_STREAM_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, sys, time, tracemalloc
+    import numpy as np
+    import sparsify as sp
+    n_points, batch = int(sys.argv[1]), int(sys.argv[2])
+    net = sp.random_mlp([1024, 1024, 10], rng=0)
+    sp.sensitivity(net, np.ones((2, 1024)))  # load the kernels before measuring
+    def batches():
+        for k in range(0, n_points, batch):
+            rng = np.random.default_rng(k)
+            yield rng.random((min(batch, n_points - k), 1024))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    s = sp.sensitivity(net, batches())
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"points": n_points, "seconds": seconds, "tracemalloc_peak_bytes": peak,
+                      "peak_rss_bytes": rss_kib * 1024}))
+    """
+)
+
+
+def bench_streaming(quick) -> dict:
+    """Target 2: memory flat as |S| grows (a generator of 1,000-point batches, 1024-1024-10 net)."""
+    sizes = (2_000, 20_000) if quick else (2_000, 200_000)
+    runs = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, "-c", _STREAM_SCRIPT, str(n), "1000"], capture_output=True,
+                             text=True, timeout=3600)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    small, large = runs
+    return {"runs": runs,
+            "rss_ratio": large["peak_rss_bytes"] / small["peak_rss_bytes"],
+            "tracemalloc_ratio": large["tracemalloc_peak_bytes"] / small["tracemalloc_peak_bytes"],
+            "time_per_point_ratio": (large["seconds"] / large["points"]) / (small["seconds"] / small["points"])}
+
+
+_FIRST_CALL_SCRIPT = textwrap.dedent(
+    """
+    import json, time
+    t0 = time.perf_counter()
+    import numpy as np
+    import sparsify as sp
+    t1 = time.perf_counter()
+    net = sp.random_mlp([20, 30, 10], rng=0)
+    net32 = net.astype(np.float32)
+    X = np.random.default_rng(0).standard_normal((40, 20))
+    t2 = time.perf_counter()
+    sp.sensitivity(net, X); sp.sensitivity(net32, X)
+    t3 = time.perf_counter()
+    sp.sensitivity(net, X); sp.sensitivity(net32, X)
+    t4 = time.perf_counter()
+    print(json.dumps({"import": t1 - t0, "first_call": t3 - t2, "second_call": t4 - t3}))
+    """
+)
+
+
+def _run_first_call(env=None) -> dict:
+    out = subprocess.run([sys.executable, "-c", _FIRST_CALL_SCRIPT], capture_output=True, text=True,
+                         timeout=600, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_startup(quick) -> dict:
+    """Target 4: a second process pays < 1 s compilation; ``sparsify --help`` < 1.5 s."""
+    _run_first_call()  # make sure the on-disk cache is filled
+    warm = [_run_first_call() for _ in range(3)]
+    result = {"warm_cache": warm,
+              "first_call_overhead": statistics.median(r["first_call"] - r["second_call"] for r in warm),
+              "import_seconds": statistics.median(r["import"] for r in warm)}
+    if not quick:  # compilation from scratch, into an empty cache directory
+        with tempfile.TemporaryDirectory() as tmp:
+            cold = _run_first_call(dict(os.environ, NUMBA_CACHE_DIR=tmp))
+        result["cold_cache"] = cold
+    exe = shutil.which("sparsify", path=str(Path(sys.executable).parent))
+    cmd = [exe, "--help"] if exe else [sys.executable, "-m", "sparsify", "--help"]
+    times = []
+    for _ in range(3 if quick else 5):
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        times.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+    result["help_command"] = " ".join(Path(c).name if k == 0 else c for k, c in enumerate(cmd))
+    result["help_seconds"] = statistics.median(times)
+    return result
+
+
+def bench_prune(repeats) -> dict:
+    """Target 5: the whole prune call vs its own sensitivity step (784-300-100-10, |S| = 152)."""
+    import sparsify as sp
+
+    try:
+        from sparsify import prune
+    except ImportError as exc:
+        return {"skipped": f"sparsify.prune not importable: {exc}"}
+    net = sp.random_mlp([784, 300, 100, 10], rng=0)
+    X = np.random.default_rng(1).random((152, 784))  # pixel-like inputs in [0, 1)
+    res = paired(lambda: prune(net, X, keep=0.1, method="hybrid", rng=0), lambda: sp.sensitivity(net, X),
+                 repeats)
+    return res
+
+
+_ASM_OPS = ("vmulpd", "vmaxpd", "vmulps", "vmaxps", "vmaskmov", "vblendv")
+
+
+def inspect_kernel() -> dict:
+    """Count vector instructions on ymm registers in a fresh (uncached) compile of the kernel."""
+    from sparsify._config import njit
+
+    sens = importlib.import_module("sparsify.sensitivity")
+    kernel = njit(parallel=True, fastmath=True, cache=False)(sens._max_times.py_func)
+    out = {}
+    for dtype in (np.float64, np.float32):
+        Ap = np.zeros((1, 4, 8), dtype)
+        r = np.zeros((2, 3, 4), dtype)
+        W = np.zeros((3, 8), dtype)
+        kernel(Ap, r, W, np.zeros((3, 8), dtype), 2, 4)
+    for sig in kernel.signatures:
+        asm = kernel.inspect_asm(sig)
+        name = str(sig[0].dtype)
+        out[name] = {op: len(re.findall(rf"\b{op}\w*\s[^\n]*%ymm", asm)) for op in _ASM_OPS}
+        out[name]["xmm_scalar_max"] = len(re.findall(r"\bvmaxs[sd]\s", asm))
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------
+def _ok(flag: bool) -> str:
+    return "ok" if flag else "MISS"
+
+
+def report(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        "sparsify benchmark -- sensitivity step (issue 5)",
+        f"date {env['date']}  commit {env['commit']}  python {env['python']}  numpy {env['numpy']}  "
+        f"numba {env['numba']}",
+        f"cpu {env['cpu']}  cores {env['cores']}  numba threads {env['numba_threads']} "
+        f"({env['numba_threading_layer']})",
+        f"blas {env['blas']}",
+        f"load average at start {env['loadavg_start'][0]:.2f}, at end {env['loadavg_end'][0]:.2f} "
+        "(other processes share these cores)",
+        "",
+        "1. one dense layer: sensitivity (sign split, Z+- GEMM, max-times, all included) / BLAS A @ W.T",
+        f"   {'dtype':8s} {'points x in x out':>18s} {'inputs':>7s} {'sens ms':>9s} {'gemm ms':>8s} "
+        f"{'ratio':>6s}  target  | per block: Z/gemm kernel/gemm",
+    ]
+    for row in results["layer"]:
+        shape = f"{row['points']}x{row['n_in']}x{row['n_out']}"
+        target = "(2x S)" if row["signed_inputs"] else f"<=6 {_ok(row['ratio'] <= 6):4s}"
+        stretch = "" if row["signed_inputs"] else (" stretch<=4 " + _ok(row["ratio"] <= 4))
+        lines.append(
+            f"   {row['dtype']:8s} {shape:>18s} {'signed' if row['signed_inputs'] else '>= 0':>7s} "
+            f"{row['seconds'] * 1e3:9.1f} {row['baseline_seconds'] * 1e3:8.1f} {row['ratio']:6.2f}  "
+            f"{target:8s}| {row['Z_over_gemm']:5.2f} {row['kernel_over_gemm']:6.2f}{stretch}"
+        )
+    lines += ["", "   kernel vs the NumPy reference (reference timed once):"]
+    for row in results["reference"]:
+        lines.append(
+            f"   {row['dtype']:8s} {row['points']}x{row['n_in']}x{row['n_out']}: reference "
+            f"{row['reference_seconds']:.2f} s, kernel {row['kernel_seconds'] * 1e3:.1f} ms, "
+            f"gemm {row['gemm_seconds'] * 1e3:.2f} ms -> {row['speedup']:.0f}x faster than the reference"
+        )
+    st = results["streaming"]
+    small, large = st["runs"]
+    lines += [
+        "",
+        f"2. streaming memory, 1024-1024-10 net, generator of 1000-point batches, |S| = {large['points']:,} "
+        f"vs {small['points']:,}",
+        f"   peak RSS {large['peak_rss_bytes'] / 2**20:.0f} MiB vs {small['peak_rss_bytes'] / 2**20:.0f} MiB: "
+        f"ratio {st['rss_ratio']:.3f} (target < 1.2 {_ok(st['rss_ratio'] < 1.2)})",
+        f"   tracemalloc peak {large['tracemalloc_peak_bytes'] / 2**20:.1f} MiB vs "
+        f"{small['tracemalloc_peak_bytes'] / 2**20:.1f} MiB: ratio {st['tracemalloc_ratio']:.3f}",
+        f"   time per point: ratio {st['time_per_point_ratio']:.2f} "
+        f"({large['seconds']:.1f} s vs {small['seconds']:.2f} s)",
+        "",
+        "3. linear cost (target 3.5-4.5x for 4x)",
+    ]
+    for row in results["scaling"]:
+        ok = 3.5 <= row["ratio"] <= 4.5
+        lines.append(
+            f"   {row['dtype']:8s} 4x {row['grow']:8s} {'x'.join(map(str, row['small']))} -> "
+            f"{'x'.join(map(str, row['large']))}: {row['small_seconds'] * 1e3:.1f} -> "
+            f"{row['large_seconds'] * 1e3:.1f} ms, ratio {row['ratio']:.2f} {_ok(ok)}"
+        )
+    su = results["startup"]
+    lines += [
+        "",
+        "4. JIT and start-up",
+        f"   second process, first call (float64 + float32, 2-layer net) minus a warm call: "
+        f"{su['first_call_overhead']:.3f} s (target < 1 s {_ok(su['first_call_overhead'] < 1)}); "
+        f"import sparsify {su['import_seconds']:.2f} s",
+    ]
+    if "cold_cache" in su:
+        lines.append(f"   for comparison, compiling into an empty cache: first call {su['cold_cache']['first_call']:.1f} s")
+    lines.append(f"   `{su['help_command']}`: {su['help_seconds']:.2f} s (target < 1.5 s {_ok(su['help_seconds'] < 1.5)})")
+    pr = results["prune"]
+    lines += ["", "5. prune(784-300-100-10, |S| = 152, keep=0.1, hybrid) / its sensitivity step"]
+    if "skipped" in pr:
+        lines.append(f"   skipped: {pr['skipped']}")
+    else:
+        lines.append(
+            f"   prune {pr['seconds'] * 1e3:.1f} ms, sensitivity {pr['baseline_seconds'] * 1e3:.1f} ms: "
+            f"ratio {pr['ratio']:.2f} (target <= 3 {_ok(pr['ratio'] <= 3)})"
+        )
+    lines += ["", "assembly of _max_times (instructions on ymm registers; fresh compile):"]
+    for name, counts in results["asm"].items():
+        lines.append("   " + name + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, |S| = 20,000 for the memory test")
+    parser.add_argument("--json", metavar="OUT", help="also write all numbers to this JSON file")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 7
+
+    results = {"environment": environment(), "quick": args.quick}
+    results["layer"] = bench_layer(
+        [(1024, 1024, 1024, False), (512, 784, 300, False), (512, 784, 300, True)], repeats)
+    results["environment"]["numba_threading_layer"] = _threading_layer()
+    results["reference"] = bench_reference((64, 784, 300), repeats)
+    results["scaling"] = bench_scaling(repeats, args.quick)
+    results["streaming"] = bench_streaming(args.quick)
+    results["startup"] = bench_startup(args.quick)
+    results["prune"] = bench_prune(repeats)
+    results["asm"] = inspect_kernel()
+    results["environment"]["loadavg_end"] = list(os.getloadavg())
+    text = report(results)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
