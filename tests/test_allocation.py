@@ -11,7 +11,6 @@ from scipy.optimize import minimize
 import sparsify as sp
 from sparsify import bounds
 from sparsify.allocation import _balanced_m, balanced_targets, global_top_b, side_stats, stationary_eps
-from sparsify.reference import side_entries
 
 C, DELTA = bounds.DEFAULT_C, bounds.DEFAULT_DELTA
 
@@ -257,28 +256,5 @@ def test_hybrid_samples_with_a_loose_delta_and_C_one(digits_like):
     net, X = digits_like
     res = sp.prune(net, X, keep=0.1, method="hybrid", rng=0, delta=0.5, C=1.0)
     assert 0 < res.report.sampled_sides < sum(int((t.nnz > 0).sum()) for t in res.sides)
-    _check_hybrid_rule(net, res, C=1.0, delta=0.5)
     # a small C shrinks eps_det (linear in C) faster than eps_rand (about sqrt(C)): no sampling
     assert sp.prune(net, X, keep=0.1, method="hybrid", rng=0, delta=0.5, C=0.1).report.sampled_sides == 0
-
-
-def _check_hybrid_rule(net, res, C, delta):
-    """A side is sampled iff it is partially kept, alive, sampling can reduce it
-    (m < number of weights with s > 0) and eps_det(m) > eps_rand(m)."""
-    decided = 0
-    for layer, s, tab in zip(net.layers, res.sensitivities, res.sides):
-        W = layer.weight
-        for i in range(W.shape[0]):
-            for col, sign in enumerate((1, -1)):
-                idx = side_entries(W[i], sign)
-                m = int(tab.target[i, col])
-                s_side = s[i, idx].astype(np.float64)
-                mass = s_side.sum()
-                possible = 0 < m < idx.size and mass > 0 and m < np.count_nonzero(s_side > 0)
-                e_det = bounds.eps_det(np.sort(s_side)[::-1], m, C)
-                e_rand = bounds.eps_rand(max(m, 1), mass, C, delta)
-                if possible and abs(e_det - e_rand) <= 1e-9 * e_rand:
-                    continue  # too close to call across rounding
-                assert bool(tab.sampled[i, col]) == (possible and e_det > e_rand), (i, col, m, e_det, e_rand)
-                decided += 1
-    assert decided > 0

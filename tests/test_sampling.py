@@ -90,12 +90,7 @@ _u_elems = st.one_of(st.sampled_from([0.0, 0.5, 1.0 - 2.0**-53, 1.0 - 2.0**-24])
                      st.floats(0.0, 1.0, exclude_max=True))
 
 
-@pytest.mark.parametrize("dtype, dyadic", [
-    (np.float64, False),
-    # float32 only with sensitivities whose running sums are exact: see the
-    # strict xfail below for generic float32 sensitivities
-    (np.float32, True),
-])
+@pytest.mark.parametrize("dtype, dyadic", [(np.float64, False), (np.float32, False), (np.float32, True)])
 @given(data=st.data())
 def test_rand_sides_equals_reference(dtype, dyadic, data):
     W, s = data.draw(rows_and_scores(dtype, dyadic))
