@@ -20,8 +20,8 @@ OPTS = dict(delta=0.5, C=1.0)
 @pytest.fixture(scope="module")
 def problem():
     rng = np.random.default_rng(7)
-    net = sp.random_mlp([20, 40, 15, 4], rng=rng)
-    return net, rng.standard_normal((30, 20))
+    net = sp.random_mlp([64, 100, 30, 10], rng=rng)
+    return net, rng.standard_normal((60, 64))
 
 
 def _bits(res):
