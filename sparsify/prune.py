@@ -167,7 +167,8 @@ class _Plan:
     # --- one realisation at a given budget -------------------------------------
     def realise(self, method: str, m: np.ndarray, gen):
         """Sparsify every side for targets ``m``; returns weights, kept counts, flags."""
-        out = [np.zeros_like(W) for W in self.weights]
+        # zero weights belong to no side; copy them as they are (keeps the sign of -0.0)
+        out = [np.where(W == 0, W, 0).astype(W.dtype) for W in self.weights]
         full = m >= self.nnz
         partial = (m > 0) & ~full
         # deterministic top-m for every partially kept side (also gives eps_det)
@@ -244,8 +245,52 @@ class _Plan:
             self.pools[side] = pool
         return pool[:n]
 
+    def _resample(self, out, t: int, N: int, gen) -> int:
+        """Re-draw sampled side ``t`` with ``N`` draws (a prefix of its pool); returns distinct kept."""
+        k, i, sign = self.layer_of[t], self.row_of[t], self.sign_of[t]
+        W = self.weights[k]
+        out[k][i, (W[i] > 0) if sign > 0 else (W[i] < 0)] = 0
+        u = self._uniforms(t, N, gen)
+        one = lambda v: np.array([v], np.int64)  # noqa: E731
+        return int(rand_sides(W, self.s_list[k], one(i), one(sign), one(N), u, out[k])[0])
+
+    def _nudge(self, out, kept, flags, goal: int, gen) -> None:
+        """Close the last gap to ``goal`` one draw at a time.
+
+        Draws are prefixes of per-side pools, so one more draw on a side adds at
+        most one distinct weight and one fewer removes at most one: stepping the
+        draw counts of sampled sides (in side order, round robin) reaches the goal
+        exactly unless every side runs out of room. Sides never become full (that
+        would not be sparsification) nor empty.
+        """
+        sampled = np.flatnonzero(flags["sampled"])
+        draws = flags["draws"]
+        diff = goal - int(kept.sum())
+        steps, cap = 0, 50 * abs(diff) + 1000
+        while diff != 0 and steps < cap:
+            moved = False
+            for t in sampled:
+                if diff == 0 or steps >= cap:
+                    break
+                step = 1 if diff > 0 else -1
+                if (step > 0 and kept[t] >= self.nnz[t] - 1) or (step < 0 and (draws[t] <= 1 or kept[t] <= 1)):
+                    continue
+                draws[t] += step
+                new_kept = self._resample(out, t, int(draws[t]), gen)
+                steps += 1
+                moved = True
+                diff -= new_kept - kept[t]
+                kept[t] = new_kept
+            if not moved:
+                break
+        eps_r = eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta)
+        flags["eps_rand"] = np.where(flags["sampled"], eps_r, flags["eps_rand"])
+        flags["eps"] = np.where(flags["sampled"], flags["eps_rand"], flags["eps_det"])
+
     def run(self, method: str, allocation: str, B: int, gen):
-        """Realise the budget: exact for deterministic sides, within COUNT_RTOL when sampling."""
+        """Realise the budget: exact for deterministic sides; with sampled sides, rounds
+        of re-allocation bring the count within COUNT_RTOL and single-draw steps
+        (:meth:`_nudge`) then make it exact whenever the sides have room."""
         goal = int(min(B, self.nnz.sum()))
         B_eff, best = goal, None
         for _ in range(_MAX_ROUNDS):
@@ -259,6 +304,8 @@ class _Plan:
                 break
             B_eff = int(np.clip(B_eff + (goal - achieved), 1, self.nnz.sum()))
         _, m, out, kept, flags = best
+        if flags["sampled"].any() and int(kept.sum()) != goal:
+            self._nudge(out, kept, flags, goal, gen)
         tables = []
         for k, W in enumerate(self.weights):
             sl = slice(self.offsets[k], self.offsets[k + 1])
