@@ -299,6 +299,48 @@ def test_sampled_count_is_exact_also_for_small_budgets(seed, budget):
     assert sum(int(m.sum()) for m in res.masks) == budget
 
 
+def _one_side_net():
+    """One neuron with one positive side, q = s / S = (0.7, 0.1, 0.1) on the single point of S."""
+    return sp.Network([sp.Dense(np.array([[7.0, 1.0, 1.0]]), None, "identity")]), np.ones((1, 3))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG prune._Plan.realise/run: when a side's draws hit all of its weights it is replaced by the "
+    "whole side (sampled=False), and no later round or _nudge can undo it; here 77 of 300 seeds "
+    "return 3 kept weights for budget=2 (seed 0 among them)"))
+def test_sampled_count_is_exact_when_the_draws_hit_every_weight():
+    net, X = _one_side_net()
+    res = sp.prune(net, X, budget=2, method="rand", rng=0)
+    assert res.report.achieved == 2
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG prune: the sampled estimator is no longer unbiased (DESIGN §2 item 7). The draw count N is "
+    "chosen after looking at the draws (the whole-side fallback when every weight is hit, the "
+    "re-allocation rounds that keep the best realised count, and _nudge's single-draw steps until the "
+    "count matches), so E[c_j / N] != q_j. Here E[Z_hat(x)] / Z(x) is about 0.90 (z about -10); "
+    "one realise() at fixed N is unbiased up to the fallback"))
+def test_prune_rand_is_unbiased_on_one_side():
+    """Monte Carlo through the public API: E[Z_hat(x)] = Z(x) at a point x outside S.
+    R = 1500 seeds; the sample mean must lie within 4.5 standard errors (a correct
+    sampler fails with probability < 1e-5; the seeds are fixed, so the test is
+    deterministic)."""
+    import numba
+
+    net, X = _one_side_net()
+    x = np.array([0.0, 1.0, 1.0])
+    Z = float(net.weights[0][0] @ x)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)   # thousands of tiny calls; results do not depend on threads
+    try:
+        z = np.array([sp.prune(net, X, budget=2, method="rand", rng=seed).network.weights[0][0] @ x
+                      for seed in range(1500)])
+    finally:
+        numba.set_num_threads(threads)
+    se = z.std(ddof=1) / np.sqrt(z.size)
+    assert abs(z.mean() - Z) <= 4.5 * se, (z.mean(), Z, se)
+
+
 @FEWER
 @given(problem=problems(), seed=st.integers(0, 1000))
 def test_sampled_count_never_exceeds_the_nonzero_weights(problem, seed):
