@@ -142,29 +142,39 @@ def bench_layer(shapes, repeats) -> list:
             res = paired(lambda: sens._sensitivity_layer(A, W), lambda: A @ W.T, repeats)
             # breakdown of one block: the Z GEMM and the max-times kernel
             block = np.ascontiguousarray(np.maximum(A[:sens.DEFAULT_CHUNK_SIZE], 0))
-            acc = sens._LayerMaxima(W, dict(sens.DEFAULT_TILES))
-            stacked = acc.stacked
-            t_z = median_time(lambda: stacked @ block.T, repeats)
-            Z = stacked @ block.T
-            r = np.empty_like(Z)
-            sens._reciprocals(Z, r)
-            r = r.reshape(2, n_out, block.shape[0])
-            tj = sens.DEFAULT_TILES["tile_j"]
-            Ap = np.zeros((-(-n_in // tj), block.shape[0], tj), dtype)
-            for t in range(Ap.shape[0]):
-                cols = block[:, t * tj:(t + 1) * tj]
-                Ap[t, :, :cols.shape[1]] = cols
-            t_k = median_time(lambda: sens._max_times(Ap, r, acc.W, acc.R, sens.DEFAULT_TILES["tile_i"],
-                                                       sens.DEFAULT_TILES["tile_x"]), repeats)
+            acc = sens._LayerMaxima(W, sens.DEFAULT_TILES)
+            t_z = median_time(lambda: sens._side_reciprocals(acc.stacked, block), repeats)
+            r = sens._side_reciprocals(acc.stacked, block)
+            tiles = acc.tiles
+            Ap = sens._pack_columns(block, tiles["tile_j"])
+            t_k = median_time(lambda: sens._max_times(Ap, r, acc.W, acc.R, tiles["tile_i"], tiles["tile_j"],
+                                                       tiles["tile_x"]), repeats)
             t_g = median_time(lambda: block @ W.T, repeats)
             rows.append({
                 "dtype": np.dtype(dtype).name, "points": points, "n_in": n_in, "n_out": n_out,
                 "signed_inputs": signed, **res,
                 "block_points": int(block.shape[0]), "block_gemm_seconds": t_g,
-                "block_Z_seconds": t_z, "block_kernel_seconds": t_k,
+                "block_Z_and_reciprocals_seconds": t_z, "block_kernel_seconds": t_k,
                 "Z_over_gemm": t_z / t_g, "kernel_over_gemm": t_k / t_g,
             })
     return rows
+
+
+#: OpenBLAS's idle workers spin for about 2**28 cycles (~0.1 s) after every call
+#: (its default thread timeout); on few cores they steal CPU from the Numba kernel
+#: that follows the Z GEMM. This setting shortens the spin to 2**4 cycles.
+BLAS_SPIN_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def short_blas_spin(name: str, *args):
+    """Run ``name(*args)`` of this module in a subprocess with :data:`BLAS_SPIN_ENV` set."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import run; "
+            "print(json.dumps(getattr(run, sys.argv[2])(*json.loads(sys.argv[3]))))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent), name, json.dumps(args)],
+                         capture_output=True, text=True, timeout=3600, env=dict(os.environ, **BLAS_SPIN_ENV))
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bench_reference(shape, repeats) -> list:
@@ -190,13 +200,13 @@ def bench_scaling(repeats, quick) -> list:
     rows = []
     dtypes = (np.float64,) if quick else (np.float64, np.float32)
     for dtype in dtypes:
-        for kind, small, large in (("points", (256, 1024, 1024), (1024, 1024, 1024)),
+        for kind, small, large in (("points", (512, 1024, 1024), (2048, 1024, 1024)),
                                    ("weights", (512, 512, 512), (512, 1024, 1024))):
             times = []
             for shape in (small, large):
                 A, W = _layer(*shape, dtype)
                 times.append(median_time(lambda: sens._sensitivity_layer(A, W), repeats))
-            rows.append({"dtype": np.dtype(dtype).name, "grow": kind, "small": small, "large": large,
+            rows.append({"dtype": np.dtype(dtype).name, "grow": kind, "small": list(small), "large": list(large),
                          "small_seconds": times[0], "large_seconds": times[1], "ratio": times[1] / times[0]})
     return rows
 
@@ -314,6 +324,18 @@ def bench_prune(repeats) -> dict:
 _ASM_OPS = ("vmulpd", "vmaxpd", "vmulps", "vmaxps", "vmaskmov", "vblendv")
 
 
+def _hot_loop(asm: str) -> list:
+    """The basic block of the assembly with the most vector max instructions (the inner ``j`` loop)."""
+    blocks, current = [], []
+    for line in asm.splitlines():
+        if re.match(r"^\.LBB", line):
+            blocks.append(current)
+            current = []
+        current.append(line)
+    blocks.append(current)
+    return max(blocks, key=lambda b: sum(bool(re.search(r"\bvmaxp[sd]\s[^\n]*%ymm", ln)) for ln in b))
+
+
 def inspect_kernel() -> dict:
     """Count vector instructions on ymm registers in a fresh (uncached) compile of the kernel."""
     from sparsify._config import njit
@@ -325,18 +347,44 @@ def inspect_kernel() -> dict:
         Ap = np.zeros((1, 4, 8), dtype)
         r = np.zeros((2, 3, 4), dtype)
         W = np.zeros((3, 8), dtype)
-        kernel(Ap, r, W, np.zeros((3, 8), dtype), 2, 4)
+        kernel(Ap, r, W, np.zeros((3, 8), dtype), 2, 8, 4)
     for sig in kernel.signatures:
         asm = kernel.inspect_asm(sig)
         name = str(sig[0].dtype)
-        out[name] = {op: len(re.findall(rf"\b{op}\w*\s[^\n]*%ymm", asm)) for op in _ASM_OPS}
-        out[name]["xmm_scalar_max"] = len(re.findall(r"\bvmaxs[sd]\s", asm))
+        counts = {op: len(re.findall(rf"\b{op}\w*\s[^\n]*%ymm", asm)) for op in _ASM_OPS}
+        loop = []
+        for ln in _hot_loop(asm)[1:]:
+            ln = ln.strip()
+            if ln and not ln.startswith("."):
+                loop.append(ln)
+            if ln.startswith("j"):  # the loop's backward branch ends it
+                break
+        counts["hot_loop"] = {
+            "instructions": len(loop),
+            "ymm_mul": sum(bool(re.match(r"vmulp[sd]\s.*%ymm", ln)) for ln in loop),
+            "ymm_max": sum(bool(re.match(r"vmaxp[sd]\s.*%ymm", ln)) for ln in loop),
+            "ymm_loads": sum(bool(re.match(r"vmovup[sd]\s+-?\d*\(.*%ymm\d+$", ln)) for ln in loop),
+            "ymm_stores": sum(bool(re.match(r"vmovup[sd]\s+%ymm\d+, -?\d*\(", ln)) for ln in loop),
+            "scalar_ops": sum(bool(re.match(r"v\w+s[sd]\s", ln)) for ln in loop),
+        }
+        out[name] = counts
     return out
 
 
 # --- report ----------------------------------------------------------------------------------
 def _ok(flag: bool) -> str:
     return "ok" if flag else "MISS"
+
+
+def _layer_line(row) -> str:
+    shape = f"{row['points']}x{row['n_in']}x{row['n_out']}"
+    target = "(2x S)" if row["signed_inputs"] else f"<=6 {_ok(row['ratio'] <= 6):4s}"
+    stretch = "" if row["signed_inputs"] else (" stretch<=4 " + _ok(row["ratio"] <= 4))
+    return (
+        f"   {row['dtype']:8s} {shape:>18s} {'signed' if row['signed_inputs'] else '>= 0':>7s} "
+        f"{row['seconds'] * 1e3:9.1f} {row['baseline_seconds'] * 1e3:8.1f} {row['ratio']:6.2f}  "
+        f"{target:8s}| {row['Z_over_gemm']:5.2f} {row['kernel_over_gemm']:6.2f}{stretch}"
+    )
 
 
 def report(results: dict) -> str:
@@ -355,15 +403,12 @@ def report(results: dict) -> str:
         f"   {'dtype':8s} {'points x in x out':>18s} {'inputs':>7s} {'sens ms':>9s} {'gemm ms':>8s} "
         f"{'ratio':>6s}  target  | per block: Z/gemm kernel/gemm",
     ]
-    for row in results["layer"]:
-        shape = f"{row['points']}x{row['n_in']}x{row['n_out']}"
-        target = "(2x S)" if row["signed_inputs"] else f"<=6 {_ok(row['ratio'] <= 6):4s}"
-        stretch = "" if row["signed_inputs"] else (" stretch<=4 " + _ok(row["ratio"] <= 4))
-        lines.append(
-            f"   {row['dtype']:8s} {shape:>18s} {'signed' if row['signed_inputs'] else '>= 0':>7s} "
-            f"{row['seconds'] * 1e3:9.1f} {row['baseline_seconds'] * 1e3:8.1f} {row['ratio']:6.2f}  "
-            f"{target:8s}| {row['Z_over_gemm']:5.2f} {row['kernel_over_gemm']:6.2f}{stretch}"
-        )
+    for key, title in (("layer", "default environment"),
+                       ("layer_short_blas_spin", "with " + " ".join(f"{k}={v}" for k, v in BLAS_SPIN_ENV.items())
+                        + " (OpenBLAS workers stop spinning after each GEMM)")):
+        lines.append(f"   {title}:")
+        for row in results[key]:
+            lines.append(_layer_line(row))
     lines += ["", "   kernel vs the NumPy reference (reference timed once):"]
     for row in results["reference"]:
         lines.append(
@@ -386,13 +431,16 @@ def report(results: dict) -> str:
         "",
         "3. linear cost (target 3.5-4.5x for 4x)",
     ]
-    for row in results["scaling"]:
-        ok = 3.5 <= row["ratio"] <= 4.5
-        lines.append(
-            f"   {row['dtype']:8s} 4x {row['grow']:8s} {'x'.join(map(str, row['small']))} -> "
-            f"{'x'.join(map(str, row['large']))}: {row['small_seconds'] * 1e3:.1f} -> "
-            f"{row['large_seconds'] * 1e3:.1f} ms, ratio {row['ratio']:.2f} {_ok(ok)}"
-        )
+    for key, title in (("scaling", "default environment"),
+                       ("scaling_short_blas_spin", " ".join(f"{k}={v}" for k, v in BLAS_SPIN_ENV.items()))):
+        lines.append(f"   {title}:")
+        for row in results[key]:
+            ok = 3.5 <= row["ratio"] <= 4.5
+            lines.append(
+                f"   {row['dtype']:8s} 4x {row['grow']:8s} {'x'.join(map(str, row['small']))} -> "
+                f"{'x'.join(map(str, row['large']))}: {row['small_seconds'] * 1e3:.1f} -> "
+                f"{row['large_seconds'] * 1e3:.1f} ms, ratio {row['ratio']:.2f} {_ok(ok)}"
+            )
     su = results["startup"]
     lines += [
         "",
@@ -415,7 +463,14 @@ def report(results: dict) -> str:
         )
     lines += ["", "assembly of _max_times (instructions on ymm registers; fresh compile):"]
     for name, counts in results["asm"].items():
-        lines.append("   " + name + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        hot = counts["hot_loop"]
+        whole = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "hot_loop")
+        lines.append(f"   {name}: whole kernel: {whole}")
+        lines.append(
+            f"   {name}: inner j loop: {hot['instructions']} instructions, {hot['ymm_mul']} mul + "
+            f"{hot['ymm_max']} max on ymm, {hot['ymm_loads']} ymm loads + {hot['ymm_stores']} ymm stores "
+            f"(more loads folded into the max/mul operands), {hot['scalar_ops']} scalar FP ops"
+        )
     return "\n".join(lines)
 
 
@@ -427,11 +482,13 @@ def main(argv=None) -> int:
     repeats = 3 if args.quick else 7
 
     results = {"environment": environment(), "quick": args.quick}
-    results["layer"] = bench_layer(
-        [(1024, 1024, 1024, False), (512, 784, 300, False), (512, 784, 300, True)], repeats)
+    shapes = [(1024, 1024, 1024, False), (512, 784, 300, False), (512, 784, 300, True)]
+    results["layer"] = bench_layer(shapes, repeats)
+    results["layer_short_blas_spin"] = short_blas_spin("bench_layer", shapes, repeats)
     results["environment"]["numba_threading_layer"] = _threading_layer()
     results["reference"] = bench_reference((64, 784, 300), repeats)
     results["scaling"] = bench_scaling(repeats, args.quick)
+    results["scaling_short_blas_spin"] = short_blas_spin("bench_scaling", repeats, args.quick)
     results["streaming"] = bench_streaming(args.quick)
     results["startup"] = bench_startup(args.quick)
     results["prune"] = bench_prune(repeats)

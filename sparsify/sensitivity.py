@@ -37,10 +37,11 @@ from ._config import njit, prange
 DEFAULT_CHUNK_SIZE = 512
 
 #: cache tiles of the max-times kernel: neurons per parallel task (``tile_i``),
-#: inputs per task (``tile_j``, at most ``_TILE_J_CAPACITY``) and points per
-#: block kept in L2 while a task sweeps its neurons (``tile_x``). Passed to the
-#: kernel as arguments; docs/performance.md shows how they were chosen.
-DEFAULT_TILES = {"tile_i": 16, "tile_j": 512, "tile_x": 512}
+#: inputs per task (``tile_j``, at most ``_TILE_J_CAPACITY``; None: 4 KiB of a
+#: row, 512 float64 or 1024 float32) and points per block kept in cache while a
+#: task sweeps its neurons (``tile_x``). Passed to the kernel as arguments;
+#: docs/performance.md shows how they were chosen.
+DEFAULT_TILES = {"tile_i": 16, "tile_j": None, "tile_x": 512}
 
 #: size of the kernel's four stack buffers (elements). A structural constant,
 #: not a tunable: a stack buffer's size must be known when the kernel compiles.
@@ -175,14 +176,42 @@ def _reciprocals(Z, r):
             r[i, x] = q if q < np.inf else 0
 
 
+def _side_reciprocals(stacked: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``r[0] = 1/Z+`` and ``r[1] = 1/|Z-|`` (0 where not finite), shape (2, n_out, points).
+
+    One GEMM with the stacked weights ``[W+; W-]`` gives both parts of ``Z``.
+    """
+    with np.errstate(over="ignore"):  # Z = inf gives r = 0, as W A / inf = 0 in the reference
+        Z = stacked @ A.T  # (2 n_out, points): rows of Z+ then Z-
+    r = np.empty_like(Z)
+    _reciprocals(Z, r)
+    return r.reshape(2, stacked.shape[0] // 2, A.shape[0])
+
+
+def _pack_columns(A: np.ndarray, tile_j: int) -> np.ndarray:
+    """``Ap[t, x, :] = A[x, t*tile_j : (t+1)*tile_j]``, zero-padded: each column tile contiguous."""
+    n_points, n_in = A.shape
+    n_tiles = -(-n_in // tile_j)
+    Ap = np.zeros((n_tiles, n_points, tile_j), dtype=A.dtype)
+    for t in range(n_tiles):
+        cols = A[:, t * tile_j:(t + 1) * tile_j]
+        Ap[t, :, :cols.shape[1]] = cols
+    return Ap
+
+
 class _LayerMaxima:
     """Running ``R_ij = max_x r^{sign W_ij}_xi A_xj`` of one layer over blocks of S."""
 
     def __init__(self, W: np.ndarray, tiles: dict):
         self.W = np.ascontiguousarray(W)
-        self.stacked = np.concatenate([np.maximum(W, 0), np.minimum(W, 0)], axis=0)  # [W+; W-]
+        n_out = W.shape[0]
+        self.stacked = np.empty((2 * n_out, W.shape[1]), dtype=W.dtype)  # [W+; W-]
+        np.maximum(W, 0, out=self.stacked[:n_out])
+        np.minimum(W, 0, out=self.stacked[n_out:])
         self.R = np.zeros(W.shape, dtype=W.dtype)
-        self.tiles = tiles
+        self.tiles = dict(tiles)
+        if self.tiles["tile_j"] is None:
+            self.tiles["tile_j"] = 4096 // W.dtype.itemsize
 
     def update(self, A: np.ndarray) -> None:
         """Fold one block ``A`` (points x n_in, finite) into the running maxima.
@@ -205,27 +234,27 @@ class _LayerMaxima:
             self._update_nonnegative(A)
 
     def _update_nonnegative(self, A: np.ndarray) -> None:
-        n_points, n_in = A.shape
-        n_out = self.W.shape[0]
-        with np.errstate(over="ignore"):  # Z = inf gives r = 0, as W A / inf = 0 in the reference
-            Z = self.stacked @ A.T  # (2 n_out, points): rows of Z+ then Z-
-        r = np.empty_like(Z)
-        _reciprocals(Z, r)
-        r = r.reshape(2, n_out, n_points)
-        tile_j = self.tiles["tile_j"]
-        n_tiles = -(-n_in // tile_j)
-        Ap = np.zeros((n_tiles, n_points, tile_j), dtype=A.dtype)
-        for t in range(n_tiles):
-            cols = A[:, t * tile_j:(t + 1) * tile_j]
-            Ap[t, :, :cols.shape[1]] = cols
-        _max_times(Ap, r, self.W, self.R, self.tiles["tile_i"], tile_j, self.tiles["tile_x"])
+        r = _side_reciprocals(self.stacked, A)
+        Ap = _pack_columns(A, self.tiles["tile_j"])
+        _max_times(Ap, r, self.W, self.R, self.tiles["tile_i"], self.tiles["tile_j"], self.tiles["tile_x"])
 
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
-        s = np.abs(self.W) * self.R
-        np.minimum(s, 1, out=s)  # W * (A * (1/Z)) can exceed W * A / Z = 1 by an ulp
-        s += 0  # -0.0 + 0 = +0.0: one representation of zero, so bytes compare equal
+        s = np.empty_like(self.R)
+        _finish(self.W, self.R, s)
         return s
+
+
+@njit(parallel=True)  # no fast-math: "nsz" would drop the + 0 below
+def _finish(W, R, s):
+    """``s = min(|W| * R, 1) + 0`` in one pass.
+
+    ``W * (A * (1/Z))`` can exceed ``W * A / Z = 1`` by an ulp, hence the clamp;
+    adding 0 turns -0.0 into +0.0, so zero has one representation and bytes compare equal.
+    """
+    for i in prange(W.shape[0]):
+        for j in range(W.shape[1]):
+            s[i, j] = min(abs(W[i, j]) * R[i, j], 1) + 0
 
 
 def _check_tiles(tiles) -> dict:
@@ -237,10 +266,13 @@ def _check_tiles(tiles) -> dict:
     for key, value in tiles.items():
         if key not in DEFAULT_TILES:
             raise ValueError(f"tiles: unknown key {key!r}; the keys are {sorted(DEFAULT_TILES)}.")
+        if key == "tile_j" and value is None:
+            out[key] = None
+            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"tiles[{key!r}]: expected a positive integer, got {value!r}.")
         out[key] = int(value)
-    if out["tile_j"] > _TILE_J_CAPACITY:
+    if out["tile_j"] is not None and out["tile_j"] > _TILE_J_CAPACITY:
         raise ValueError(
             f"tiles['tile_j']: at most {_TILE_J_CAPACITY} (the kernel's stack buffers), got {out['tile_j']}."
         )
