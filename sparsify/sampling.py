@@ -125,6 +125,20 @@ def rand_sides(W, s, rows, signs, draws, u, out) -> np.ndarray:
     return kept
 
 
+def _expected_unique(log1mq, sizes, starts, N):
+    per_entry = -np.expm1(np.repeat(np.asarray(N, dtype=np.float64), sizes) * log1mq)
+    return np.add.reduceat(per_entry, starts)
+
+
+def expected_unique(q_sides: list[np.ndarray], N: np.ndarray) -> np.ndarray:
+    """``E[distinct entries in N[t] draws from q_sides[t]] = sum_j 1 - (1 - q_j)^N`` per side."""
+    if not len(q_sides):
+        return np.zeros(0)
+    sizes = np.array([q.size for q in q_sides])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return _expected_unique(np.log1p(-np.concatenate(q_sides)), sizes, starts, N)
+
+
 def draws_for_unique(q_sides: list[np.ndarray], m: np.ndarray) -> np.ndarray:
     """For each side, the smallest integer ``N`` with ``sum_j 1-(1-q_j)^N >= m``.
 
@@ -144,8 +158,7 @@ def draws_for_unique(q_sides: list[np.ndarray], m: np.ndarray) -> np.ndarray:
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
 
     def expected(N):
-        per_entry = -np.expm1(np.repeat(N.astype(np.float64), sizes) * log1mq)
-        return np.add.reduceat(per_entry, starts)
+        return _expected_unique(log1mq, sizes, starts, N)
 
     lo = np.zeros(n, np.int64)                     # expected(lo) < m
     hi = np.maximum(np.ceil(m).astype(np.int64), 1)  # grow until expected(hi) >= m

@@ -192,8 +192,8 @@ def test_hybrid_and_rand_sampling_rule(method, problem):
 def _check_sampling_rule(net, res, method, C, delta):
     """A side can be sampled iff it is partially kept, alive, and sampling can
     reduce it (m < number of weights with s > 0); rand then samples it, hybrid
-    samples it iff eps_det(m) > eps_rand(m). A side whose draws hit every weight
-    did not sparsify and is kept unchanged instead (DESIGN §2 item 7)."""
+    samples it iff eps_det(m) > eps_rand(m). The decision is taken before any
+    draw (a side allocated all its weights is kept unchanged, DESIGN §2 item 7)."""
     for layer, s, tab in zip(net.layers, res.sensitivities, res.sides):
         W = layer.weight
         for i in range(W.shape[0]):
@@ -212,15 +212,11 @@ def _check_sampling_rule(net, res, method, C, delta):
                         continue  # too close to call across rounding
                     expected = possible and e_det > e_rand
                 sampled = bool(tab.sampled[i, col])
-                if expected and not sampled:
-                    # the draws hit every weight: the side is kept whole, not reweighted
-                    assert tab.kept[i, col] == tab.nnz[i, col] and tab.draws[i, col] == 0, (i, col, m)
-                    np.testing.assert_array_equal(res.network.layers[net.layers.index(layer)].weight[i, idx],
-                                                  W[i, idx])
-                else:
-                    assert sampled == expected, (method, i, col, m)
+                assert sampled == expected, (method, i, col, m)
                 if sampled:
-                    assert 0 < tab.kept[i, col] < tab.nnz[i, col] and tab.draws[i, col] >= 1
+                    # the draws may hit every weight: the side then stays reweighted
+                    # (restoring it would bias the estimator), so kept <= nnz
+                    assert 0 < tab.kept[i, col] <= tab.nnz[i, col] and tab.draws[i, col] >= 1
 
 
 @pytest.fixture(scope="module")
@@ -283,20 +279,26 @@ def test_sampled_count_is_within_the_promised_tolerance_on_the_mlp(mlp, method, 
     goal = res.report.requested
     assert res.report.sampled_sides > 0
     assert abs(res.report.achieved - goal) <= COUNT_RTOL * goal   # the promise
-    assert res.report.achieved == goal                            # what the draw steps give here
+    assert abs(res.report.achieved - goal) <= 10                  # error diffusion: a few weights
     assert sum(int(m.sum()) for m in res.masks) == res.report.achieved
 
 
-@pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("budget", [5, 20, 40])
-def test_sampled_count_is_exact_also_for_small_budgets(seed, budget):
-    # single-draw steps close the gap the re-allocation rounds leave (prune._Plan._nudge)
-    net = sp.random_mlp([8, 6, 4], rng=34 + seed)
-    X = np.random.default_rng(34 + seed).standard_normal((5, 8))
-    res = sp.prune(net, X, budget=budget, method="rand", rng=seed, delta=0.5, C=1.0)
-    assert res.report.sampled_sides > 0
-    assert res.report.achieved == budget
-    assert sum(int(m.sum()) for m in res.masks) == budget
+def test_sampled_count_misses_small_budgets_by_a_few_weights_only(budget):
+    # Draw counts may depend on earlier sides' draws but never on a side's own
+    # (prune._Plan.draw), so the count is not forced exactly; the shortfall of
+    # earlier chunks is fed into later ones, which leaves the noise of the last
+    # few sides. Over seeds the deviation stays small and is not one-sided by much.
+    devs = []
+    for seed in range(8):
+        net = sp.random_mlp([8, 6, 4], rng=34 + seed)
+        X = np.random.default_rng(34 + seed).standard_normal((5, 8))
+        res = sp.prune(net, X, budget=budget, method="rand", rng=seed, delta=0.5, C=1.0)
+        assert res.report.sampled_sides > 0
+        assert sum(int(m.sum()) for m in res.masks) == res.report.achieved
+        devs.append(res.report.achieved - budget)
+    assert max(abs(d) for d in devs) <= 4, devs
+    assert abs(np.mean(devs)) <= 2, devs
 
 
 def _one_side_net():
@@ -304,22 +306,23 @@ def _one_side_net():
     return sp.Network([sp.Dense(np.array([[7.0, 1.0, 1.0]]), None, "identity")]), np.ones((1, 3))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG prune._Plan.realise/run: when a side's draws hit all of its weights it is replaced by the "
-    "whole side (sampled=False), and no later round or _nudge can undo it; here 77 of 300 seeds "
-    "return 3 kept weights for budget=2 (seed 0 among them)"))
-def test_sampled_count_is_exact_when_the_draws_hit_every_weight():
+def test_one_side_count_is_random_but_right_on_average():
+    """A single sampled side cannot hit a budget of 2 exactly without biasing its
+    estimator: N is fixed beforehand (smallest N with E[distinct] >= 2) and the
+    distinct count varies. Its average over seeds is E[distinct](N), slightly
+    above 2 because N is an integer."""
+    from sparsify.sampling import draws_for_unique, expected_unique
+
     net, X = _one_side_net()
-    res = sp.prune(net, X, budget=2, method="rand", rng=0)
-    assert res.report.achieved == 2
+    counts = np.array([sp.prune(net, X, budget=2, method="rand", rng=seed).report.achieved for seed in range(300)])
+    q = [np.array([0.7, 0.1, 0.1]) / 0.9]
+    N = draws_for_unique(q, np.array([2.0]))
+    expected = float(expected_unique(q, N)[0])
+    assert set(counts) <= {1, 2, 3}
+    se = counts.std(ddof=1) / np.sqrt(counts.size)
+    assert abs(counts.mean() - expected) <= 4.5 * se, (counts.mean(), expected, se)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG prune: the sampled estimator is no longer unbiased (DESIGN §2 item 7). The draw count N is "
-    "chosen after looking at the draws (the whole-side fallback when every weight is hit, the "
-    "re-allocation rounds that keep the best realised count, and _nudge's single-draw steps until the "
-    "count matches), so E[c_j / N] != q_j. Here E[Z_hat(x)] / Z(x) is about 0.90 (z about -10); "
-    "one realise() at fixed N is unbiased up to the fallback"))
 def test_prune_rand_is_unbiased_on_one_side():
     """Monte Carlo through the public API: E[Z_hat(x)] = Z(x) at a point x outside S.
     R = 1500 seeds; the sample mean must lie within 4.5 standard errors (a correct
