@@ -27,25 +27,41 @@ FORMAT_VERSION = 1
 _MAX_LAYERS = 10_000
 
 
-def atomic_write(path, write) -> Path:
+def atomic_write(path, write, name: str = "out") -> Path:
     """Call ``write(fileobj)`` on a temporary file beside ``path`` and rename it
     into place, so a failure never leaves a partial file at ``path``."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ValueError(f"out: directory {str(directory)!r} does not exist; create it first.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    return atomic_write_many([(path, write, name)])[0]
+
+
+def atomic_write_many(items) -> list[Path]:
+    """Write several files all-or-nothing: ``items`` holds ``(path, write, name)``.
+
+    Every file is first written to a temporary file beside its target; only when
+    all writes succeeded are they renamed into place. ``name`` (e.g. "--json")
+    is used in the error raised when a target directory does not exist.
+    """
+    items = [(Path(path), write, name) for path, write, name in items]
+    for path, _, name in items:
+        directory = path.parent if str(path.parent) else Path(".")
+        if not directory.is_dir():
+            raise ValueError(f"{name}: directory {str(directory)!r} does not exist; create it first.")
+    temps: list[str] = []
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
+        for path, write, _ in items:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+        for (path, _, _), tmp in zip(items, temps):
+            os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        for tmp in temps:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         raise
-    return path
+    return [path for path, _, _ in items]
 
 
 def network_to_arrays(net: Network) -> dict[str, np.ndarray]:

@@ -45,8 +45,13 @@ def load_points(path, name: str = "--data") -> np.ndarray:
     return np.asarray(arr)
 
 
-def write_json(path, obj) -> None:
+def json_writer(obj):
+    """A ``write(fileobj)`` callable for :func:`sparsify.io.atomic_write_many` (JSON, no NaN)."""
+    data = json.dumps(obj, indent=2, allow_nan=False).encode() + b"\n"
+    return lambda fh: fh.write(data)
+
+
+def write_json(path, obj, name: str = "--json") -> None:
     from ..io import atomic_write
 
-    text = json.dumps(obj, indent=2, allow_nan=False)
-    atomic_write(path, lambda fh: fh.write(text.encode() + b"\n"))
+    atomic_write(path, json_writer(obj), name)

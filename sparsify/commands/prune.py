@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_model_args, load_model, load_points, write_json
+from ._common import add_model_args, json_writer, load_model, load_points
 
 DESCRIPTION = """\
 Prune MODEL with sensitivity-informed provable pruning (SiPP).
@@ -48,7 +48,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..io import save
+    import numpy as np
+
+    from ..io import atomic_write_many, network_to_arrays
     from ..prune import prune
 
     net = load_model(args)
@@ -60,9 +62,11 @@ def run(args) -> int:
                 rng=args.seed, delta=args.delta, C=args.C)
     report = res.report.to_dict()
     report.update(model=str(args.model), data=str(args.data), seed=args.seed, out=str(args.out))
-    save(res.network, args.out)
+    arrays = network_to_arrays(res.network)
+    outputs = [(args.out, lambda fh: np.savez(fh, **arrays), "--out")]
     if args.json:
-        write_json(args.json, report)
+        outputs.append((args.json, json_writer(report), "--json"))
+    atomic_write_many(outputs)  # all or nothing: a failure leaves neither file
     if not args.quiet:
         print(res.report.format_table())
         print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
