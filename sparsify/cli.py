@@ -55,8 +55,23 @@ def main(argv=None) -> int:
         print("sparsify: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        print(f"sparsify {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sparsify {args.command}: error: {_flag_names(str(exc), args)}", file=sys.stderr)
         return 2
+
+
+#: library parameter names whose command-line flag is spelled differently
+_FLAG_FOR = {"rng": "--seed", "X_S": "--data", "activations": "--activations"}
+
+
+def _flag_names(message: str, args) -> str:
+    """Say ``--keep:`` where the library said ``keep:``, so CLI users see their flags."""
+    head, sep, rest = message.partition(":")
+    if not sep or " " in head:
+        return message
+    flag = _FLAG_FOR.get(head)
+    if flag is None and head.isidentifier() and hasattr(args, head) and head not in ("model", "command"):
+        flag = "--" + head
+    return f"{flag}:{rest}" if flag else message
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,6 +93,13 @@ def _open_npz(path) -> dict[str, np.ndarray]:
         raise ValueError(f"model: file {str(path)!r} does not exist.")
     if path.is_dir():
         raise ValueError(f"model: {str(path)!r} is a directory, expected a .npz file.")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+        raise ValueError(
+            f"model: {str(path)!r} is not an .npz archive (it does not start like a zip or .npy file); "
+            "save a model with sparsify.save or np.savez(path, W0=..., b0=..., ...)."
+        )
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):

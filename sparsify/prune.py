@@ -18,7 +18,7 @@ import numpy as np
 
 from . import allocation as alloc
 from ._validation import check_choice, check_keep_budget, check_positive, check_rng
-from .bounds import DEFAULT_C, DEFAULT_DELTA, eps_rand
+from .bounds import DEFAULT_C, DEFAULT_DELTA, _check_C, eps_rand
 from .network import Network
 from .reference import split_inputs, split_weights
 from .report import Report
@@ -77,7 +77,7 @@ def _check_options(method, allocation, delta, C):
         allocation = alloc.DEFAULT_ALLOCATION[method]
     check_choice(allocation, "allocation", alloc.ALLOCATIONS)
     delta = check_positive(delta, "delta", upper=1.0)
-    C = check_positive(C, "C")
+    C = _check_C(C)  # the assumption g(x) <= C s needs C >= 1 (on S itself g <= s)
     return allocation, delta, C
 
 

@@ -256,5 +256,6 @@ def test_hybrid_samples_with_a_loose_delta_and_C_one(digits_like):
     net, X = digits_like
     res = sp.prune(net, X, keep=0.1, method="hybrid", rng=0, delta=0.5, C=1.0)
     assert 0 < res.report.sampled_sides < sum(int((t.nnz > 0).sum()) for t in res.sides)
-    # a small C shrinks eps_det (linear in C) faster than eps_rand (about sqrt(C)): no sampling
-    assert sp.prune(net, X, keep=0.1, method="hybrid", rng=0, delta=0.5, C=0.1).report.sampled_sides == 0
+    # C < 1 contradicts g <= s on S itself and is refused
+    with pytest.raises(ValueError, match="C"):
+        sp.prune(net, X, keep=0.1, method="hybrid", rng=0, delta=0.5, C=0.1)

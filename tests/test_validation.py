@@ -183,10 +183,10 @@ def test_delta_outside_the_open_unit_interval(net, X, delta, exc):
 
 
 @pytest.mark.parametrize("C, exc", [
-    (0, ValueError), (0.0, ValueError), (-1.0, ValueError), (np.nan, ValueError), (np.inf, ValueError),
-    ("3", TypeError), (None, TypeError), (True, TypeError),
+    (0, ValueError), (0.0, ValueError), (-1.0, ValueError), (0.5, ValueError), (np.nan, ValueError),
+    (np.inf, ValueError), ("3", TypeError), (None, TypeError), (True, TypeError),
 ])
-def test_C_must_be_positive(net, X, C, exc):
+def test_C_must_be_at_least_one(net, X, C, exc):
     _raises(exc, "C", lambda: sp.prune(net, X, keep=0.5, C=C, rng=0))
 
 
