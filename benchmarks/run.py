@@ -202,12 +202,13 @@ def bench_scaling(repeats, quick) -> list:
     for dtype in dtypes:
         for kind, small, large in (("points", (512, 1024, 1024), (2048, 1024, 1024)),
                                    ("weights", (512, 512, 512), (512, 1024, 1024))):
-            times = []
-            for shape in (small, large):
-                A, W = _layer(*shape, dtype)
-                times.append(median_time(lambda: sens._sensitivity_layer(A, W), repeats))
+            A1, W1 = _layer(*small, dtype)
+            A4, W4 = _layer(*large, dtype)
+            # timed alternately, ratio = median of per-pair ratios (robust to drifting load)
+            res = paired(lambda: sens._sensitivity_layer(A4, W4), lambda: sens._sensitivity_layer(A1, W1), repeats)
+            times = [res["baseline_seconds"], res["seconds"]]
             rows.append({"dtype": np.dtype(dtype).name, "grow": kind, "small": list(small), "large": list(large),
-                         "small_seconds": times[0], "large_seconds": times[1], "ratio": times[1] / times[0]})
+                         "small_seconds": times[0], "large_seconds": times[1], "ratio": res["ratio"]})
     return rows
 
 
