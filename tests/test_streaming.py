@@ -106,7 +106,7 @@ def test_sign_split_per_block_equals_global_split():
     s = sens._sensitivity_layer(A, W, chunk_size=4)
     np.testing.assert_allclose(s, reference.sensitivity_layer(A, W), rtol=RTOL[A.dtype], atol=ATOL[A.dtype])
     # forcing the split of every block (point + zero row) changes no bit
-    acc = sens._LayerMaxima(W, dict(sens.DEFAULT_TILES))
+    acc = sens._LayerMaxima(W, sens.DEFAULT_TILES)
     for start in range(0, 20, 4):
         block = A[start:start + 4]
         acc._update_nonnegative(np.maximum(block, 0))
