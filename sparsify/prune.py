@@ -88,8 +88,10 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
     Parameters
     ----------
     network : Network
-    X_S : array, shape (n_points, n_in)
-        The batch S defining the sensitivities (at least one point).
+    X_S : array (n_points, n_in), memory-mapped ``.npy``, or iterable of such batches
+        The batch S defining the sensitivities (at least one point). Streamed S
+        is read once and gives the same bits as the whole array; the report's
+        measured errors use its first ``REPORT_POINTS`` points.
     keep : float in (0, 1], optional
         Fraction of prunable weights to keep. Give exactly one of keep/budget.
     budget : int, optional
@@ -118,14 +120,14 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
     allocation, delta, C = _check_options(method, allocation, delta, C)
     B = check_keep_budget(keep, budget, network.n_weights)
     gen = check_rng(rng)
-    s_list = sensitivity(network, X_S)
+    s_list, head, n_points = _sensitivity_and_head(network, X_S)
     weights = [layer.weight for layer in network.layers]
     plan = _Plan(weights, s_list, C, delta)
     new_w, tables, achieved = plan.run(method, allocation, B, gen)
     pruned = network.with_weights(new_w)
     masks = [w != 0 for w in new_w]
-    report = build_report(network, X_S, new_w, tables, method=method, allocation=allocation,
-                          requested=B, delta=delta, C=C, seconds=time.perf_counter() - t0)
+    report = build_report(network, head, new_w, tables, method=method, allocation=allocation,
+                          requested=B, delta=delta, C=C, seconds=time.perf_counter() - t0, n_points=n_points)
     return PruneResult(pruned, masks, report, s_list, tables)
 
 
@@ -295,16 +297,44 @@ def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
     return out
 
 
-def _first_points(X_S, limit: int = 4096) -> np.ndarray:
-    """At most ``limit`` points of S for the measured-error columns of the report."""
-    if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array__"):
-        return np.asarray(X_S)[:limit]
-    return None
+#: points of S used for the measured-error columns of the report
+REPORT_POINTS = 4096
 
 
-def build_report(network, X_S, new_weights, tables, *, method, allocation, requested, delta, C, seconds) -> Report:
-    """Assemble the :class:`Report` for pruned weights ``new_weights`` of ``network``."""
-    pts = _first_points(X_S)
+def _sensitivity_and_head(network, X_S, limit: int = REPORT_POINTS):
+    """Sensitivities of S, the first ``limit`` points of S (for the report) and |S|.
+
+    S may be an array, a memory map or an iterable of batches (see
+    :func:`sparsify.sensitivity`); batches pass through a tap that keeps the
+    head, so a generator is still read only once.
+    """
+    if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__") or (
+            isinstance(X_S, (list, tuple)) and not all(np.ndim(b) == 2 for b in X_S)):
+        s_list = sensitivity(network, X_S)
+        X = np.asarray(X_S)
+        return s_list, X[:limit], int(X.shape[0])
+    head, count = [], [0]
+
+    def tap(batches):
+        for batch in batches:
+            have = sum(h.shape[0] for h in head)
+            if have < limit:
+                head.append(np.asarray(batch)[:limit - have])
+            count[0] += int(np.shape(batch)[0])
+            yield batch
+
+    s_list = sensitivity(network, tap(X_S) if not isinstance(X_S, (str, bytes, dict)) else X_S)
+    return s_list, (np.concatenate(head) if head else None), count[0]
+
+
+def build_report(network, points, new_weights, tables, *, method, allocation, requested, delta, C, seconds,
+                 n_points: int | None = None) -> Report:
+    """Assemble the :class:`Report` for pruned weights ``new_weights`` of ``network``.
+
+    ``points`` (a 2-D array, or None) are the points of S on which the measured
+    errors are computed; ``n_points`` is |S| (default: the number of ``points``).
+    """
+    pts = None if points is None else np.asarray(points)
     inputs = layer_inputs(network, pts) if pts is not None else [None] * len(network.layers)
     rows = []
     for k, (layer, W_hat, tab, A) in enumerate(zip(network.layers, new_weights, tables, inputs)):
@@ -328,7 +358,8 @@ def build_report(network, X_S, new_weights, tables, *, method, allocation, reque
             err_max=float(err_live.max()) if err_live.size else float("nan"),
             err_mean=float(err_live.mean()) if err_live.size else float("nan"),
         ))
-    n_points = int(np.shape(pts)[0]) if pts is not None else -1
+    if n_points is None:
+        n_points = int(pts.shape[0]) if pts is not None else 0
     return Report(method=method, allocation=allocation, requested=int(requested),
                   achieved=int(sum(r["kept"] for r in rows)), total=network.n_weights,
                   total_biases=network.n_biases, n_points=n_points, delta=float(delta), C=float(C),
@@ -344,7 +375,7 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
     reweighted values. Side tables record kept counts and the deterministic bound
     ``C * pruned sensitivity mass`` so baselines are reported like SiPP.
     """
-    s_list = sensitivity(network, X_S)
+    s_list, head, n_points = _sensitivity_and_head(network, X_S)
     if weights is None:
         weights = [np.where(mk, layer.weight, 0).astype(layer.dtype) for mk, layer in zip(masks, network.layers)]
     tables = []
@@ -360,6 +391,6 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
                                 draws=zeros, dead=(nnz > 0) & (mass == 0), eps_det=eps_d,
                                 eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta)) * (kept < nnz),
                                 eps=eps_d))
-    report = build_report(network, X_S, weights, tables, method=method, allocation=allocation,
-                          requested=requested, delta=delta, C=C, seconds=seconds)
+    report = build_report(network, head, weights, tables, method=method, allocation=allocation,
+                          requested=requested, delta=delta, C=C, seconds=seconds, n_points=n_points)
     return PruneResult(network.with_weights(weights), [w != 0 for w in weights], report, s_list, tables)

@@ -316,7 +316,11 @@ def _batches(network, X_S, chunk_size: int):
     if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__"):
         X = np.asarray(X_S)
         if X.ndim != 2 or X.shape[1] != network.n_in:
-            network.check_input(X[:0] if X.ndim == 2 else X, "X_S")  # raises with the usual message
+            # shape only: do not read (a memory-mapped) S just to refuse it
+            raise ValueError(
+                f"X_S: expected shape (n_points, {network.n_in}) for a network whose first layer takes "
+                f"{network.n_in} inputs, got shape {X.shape}."
+            )
         n = X.shape[0]
         for start in range(0, n, chunk_size):
             name = "X_S" if n <= chunk_size else f"X_S[{start}:{min(start + chunk_size, n)}]"

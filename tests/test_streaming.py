@@ -173,7 +173,7 @@ def test_batch_shape_is_checked(batch, match):
 
 def test_wrong_array_shape_is_refused():
     net, X = _net_and_data()
-    with pytest.raises(ValueError, match="X_S: has 12 features"):
+    with pytest.raises(ValueError, match=r"X_S: expected shape \(n_points, 13\).*got shape \(%d, 12\)" % X.shape[0]):
         sp.sensitivity(net, X[:, :12])
     with pytest.raises(ValueError, match="X_S"):
         sp.sensitivity(net, X[0])
@@ -190,3 +190,24 @@ def test_complex_batch_is_refused():
     net, X = _net_and_data()
     with pytest.raises(TypeError, match="X_S batch 0"):
         sp.sensitivity(net, [X.astype(complex)])
+
+
+@pytest.mark.parametrize("method", ["det", "rand", "hybrid"])
+def test_prune_streams_S_bit_for_bit(tmp_path, method):
+    """prune reads S once, as a generator, a list of batches or a memory map, and gives the
+    same bits and the same report as with the whole array."""
+    net, X = _net_and_data()
+    whole = sp.prune(net, X, keep=0.3, method=method, rng=4, delta=0.5, C=1.0)
+    np.save(tmp_path / "S.npy", X)
+    variants = {
+        "generator": (X[i:i + 7] for i in range(0, X.shape[0], 7)),
+        "list": [X[:11], X[11:12], X[12:]],
+        "memmap": np.load(tmp_path / "S.npy", mmap_mode="r"),
+    }
+    for name, S in variants.items():
+        res = sp.prune(net, S, keep=0.3, method=method, rng=4, delta=0.5, C=1.0)
+        for a, b in zip(whole.network.weights, res.network.weights):
+            assert a.tobytes() == b.tobytes(), name
+        assert res.report.n_points == X.shape[0], name
+        for ra, rb in zip(whole.report.layers, res.report.layers):
+            assert ra == rb, name
