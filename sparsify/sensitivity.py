@@ -317,10 +317,12 @@ def _batches(network, X_S, chunk_size: int):
         X = np.asarray(X_S)
         if X.ndim != 2 or X.shape[1] != network.n_in:
             # shape only: do not read (a memory-mapped) S just to refuse it
-            raise ValueError(
-                f"X_S: expected shape (n_points, {network.n_in}) for a network whose first layer takes "
-                f"{network.n_in} inputs, got shape {X.shape}."
-            )
+            if X.ndim == 2:
+                raise ValueError(
+                    f"X_S: has {X.shape[1]} features per point but the network's first layer takes "
+                    f"{network.n_in} (shape {X.shape}, expected (n_points, {network.n_in}))."
+                )
+            raise ValueError(f"X_S: expected shape (n_points, {network.n_in}), got {X.shape}.")
         n = X.shape[0]
         for start in range(0, n, chunk_size):
             name = "X_S" if n <= chunk_size else f"X_S[{start}:{min(start + chunk_size, n)}]"
