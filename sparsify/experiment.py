@@ -411,9 +411,10 @@ def format_summary(rows, mode: str | None = None, tolerances=TOLERANCES) -> str:
     return "\n\n".join(blocks)
 
 
-def format_layers(rows, mode: str, seed: int | None = None) -> str:
-    """Kept weights per layer (and sampled sides) of every method at every keep, for one seed."""
-    sel = [r for r in rows if r["mode"] == mode and r["method"] != "dense"]
+def format_layers(rows, mode: str, seed: int | None = None, keeps=None) -> str:
+    """Kept weights per layer (and sampled sides) of every method at every keep (or ``keeps``), one seed."""
+    sel = [r for r in rows if r["mode"] == mode and r["method"] != "dense"
+           and (keeps is None or any(abs(r["keep"] - k) < 1e-9 for k in keeps))]
     if not sel:
         return ""
     seed = min(int(r["seed"]) for r in sel) if seed is None else seed
@@ -461,11 +462,22 @@ def plot_results(rows, out_dir, title: str = "") -> list[Path]:
         (line,) = ax.plot(ks, mean, marker="o", ms=3, label=label or method, **kw)
         ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
 
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    grid = sorted({float(r["keep"]) for r in rows if r["method"] != "dense"})
+
+    def keep_axis(ax):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(grid))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+
     def finish(ax, ylabel="test accuracy (%)"):
         if math.isfinite(ref):
             ax.axhline(100 * ref, color="k", ls="--", lw=1, label="dense")
             ax.axhspan(100 * ref - 0.5, 100 * ref, color="k", alpha=0.06)
-        ax.set_xscale("log")
+        keep_axis(ax)
         ax.set_xlabel("kept fraction of weights (log scale)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -503,8 +515,9 @@ def plot_results(rows, out_dir, title: str = "") -> list[Path]:
                 ks = sorted(by_keep)
                 ax.plot(ks, [np.mean(by_keep[k]) for k in ks], marker="o", ms=3, label=method)
             ax.plot(ks, ks, color="k", lw=0.8, ls=":", label="uniform")
-            ax.set_xscale("log")
+            keep_axis(ax)
             ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_ylim(0, 1.2)
             ax.set_title(f"layer {layer} ({sel[0]['total_per_layer'][layer]} weights)")
             ax.set_xlabel("kept fraction overall")
             ax.set_ylabel("kept fraction of the layer")
@@ -753,6 +766,28 @@ class _Run:
                            s_size=len(X_S))
             row["drop_after_prune"] = float("nan")
             self.record(row)
+
+
+def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: int, dataset=None):
+    """Repeat the pruning of one finished cell: same network, same S, same random numbers.
+
+    ``keep`` must be on the run's grid. Returns ``(PruneResult, X_S)``; used by
+    the demo to print the per-layer report of a run.
+    """
+    grid = config.keep_grid()
+    matches = [i for i, k in enumerate(grid) if abs(k - float(keep)) < 1e-9]
+    if not matches:
+        raise ValueError(f"keep: {keep} is not on the run's grid {grid}; pick one of those.")
+    path = Path(out_dir) / "networks" / f"dense-seed{seed}.npz"
+    if not path.exists():
+        raise ValueError(f"seed: {str(path)!r} does not exist; run the experiment for seed {seed} first.")
+    dense = load(path)
+    ds = dataset if dataset is not None else _data.load_dataset(config.data, rng=config.data_seed)
+    size = config.s_size or _data.authors_s_size(dense, config.delta)
+    X_S, y_S = _data.draw_S(ds, size, rng=_seq(seed, 4))
+    res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
+                     delta=config.delta, C=config.C)
+    return res, X_S
 
 
 @dataclass
