@@ -302,13 +302,13 @@ def authors_s_size(network_or_widths, delta: float = 1e-16) -> int:
     ``eta*`` is the widest of them. Accepts a Network or the list of widths
     including the input (e.g. ``[784, 300, 100, 10]`` → 152 at delta = 1e-16).
     """
+    from .bounds import network_eta, size_of_S
+
     if hasattr(network_or_widths, "layers"):
-        outs = [layer.n_out for layer in network_or_widths.layers]
+        eta, eta_star = network_eta(network_or_widths)
     else:
         outs = [int(w) for w in list(network_or_widths)[1:]]
-    if not outs or min(outs) < 1:
-        raise ValueError(f"widths: need the input width and at least one layer, got {network_or_widths!r}.")
-    if not (0.0 < float(delta) < 1.0):
-        raise ValueError(f"delta: must be in (0, 1), got {delta}.")
-    eta, eta_star = sum(outs), max(outs)
-    return int(math.ceil(3.0 * math.log(8.0 * eta * eta_star / float(delta))))
+        if not outs or min(outs) < 1:
+            raise ValueError(f"widths: need the input width and at least one layer, got {network_or_widths!r}.")
+        eta, eta_star = sum(outs), max(outs)
+    return size_of_S(eta, eta_star, delta, K=3.0)

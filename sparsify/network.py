@@ -247,11 +247,13 @@ def from_arrays(arrays: Sequence, activations: Sequence[str]) -> Network:
     return Network([Dense(arrays[2 * k], arrays[2 * k + 1], activations[k]) for k in range(n_layers)])
 
 
-def random_mlp(widths: Sequence[int], activation: str = "relu", *, output_activation: str = "identity",
-               rng=None, dtype=np.float64, bias: bool = True) -> Network:
-    """A seeded random MLP with He-scaled Gaussian weights (for demos and tests).
+def mlp_from_init(widths: Sequence[int], init, activation: str = "relu", *,
+                  output_activation: str = "identity", rng=None, dtype=np.float64) -> Network:
+    """An MLP whose layer ``k`` gets ``(W, b) = init(gen, n_out, n_in)``.
 
-    ``widths`` lists the layer sizes including the input, e.g. ``[64, 300, 100, 10]``.
+    ``widths`` lists the layer sizes including the input, e.g. ``[64, 300, 100, 10]``;
+    hidden layers use ``activation``, the last one ``output_activation``. Layers are
+    initialised in order from one Generator built from ``rng``.
     """
     from ._validation import check_rng
 
@@ -261,9 +263,20 @@ def random_mlp(widths: Sequence[int], activation: str = "relu", *, output_activa
         raise ValueError(f"widths: need at least two positive sizes (input and output), got {widths}.")
     layers = []
     for k in range(len(widths) - 1):
-        n_in, n_out = widths[k], widths[k + 1]
-        W = gen.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)
-        b = gen.standard_normal(n_out) * 0.1 if bias else None
+        W, b = init(gen, widths[k + 1], widths[k])
         act = activation if k < len(widths) - 2 else output_activation
         layers.append(Dense(W.astype(dtype), None if b is None else b.astype(dtype), act))
     return Network(layers)
+
+
+def random_mlp(widths: Sequence[int], activation: str = "relu", *, output_activation: str = "identity",
+               rng=None, dtype=np.float64, bias: bool = True) -> Network:
+    """A seeded random MLP with He-scaled Gaussian weights (for demos and tests).
+
+    ``W ~ N(0, 2 / n_in)``, ``b ~ N(0, 0.01)`` (or no bias).
+    """
+    def gaussian(gen, n_out, n_in):
+        W = gen.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)
+        return W, (gen.standard_normal(n_out) * 0.1 if bias else None)
+
+    return mlp_from_init(widths, gaussian, activation, output_activation=output_activation, rng=rng, dtype=dtype)

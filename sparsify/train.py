@@ -27,7 +27,7 @@ import numpy as np
 
 from ._validation import check_positive, check_rng
 from .activations import LEAKY_SLOPE, get_activation
-from .network import Dense, Network
+from .network import Dense, Network, mlp_from_init
 
 
 # --- activation derivatives, written from z = pre-activation and a = phi(z) --------
@@ -327,15 +327,8 @@ def init_mlp(widths: Sequence[int], activation: str = "relu", *, rng=None, dtype
     ``"identity"`` (logits). This is the "original initialisation" a lottery
     ticket rewinds to.
     """
-    gen = check_rng(rng)
-    widths = [int(w) for w in widths]
-    if len(widths) < 2 or min(widths) < 1:
-        raise ValueError(f"widths: need at least two positive sizes (input and output), got {widths}.")
-    layers = []
-    for k in range(len(widths) - 1):
-        n_in, n_out = widths[k], widths[k + 1]
+    def he_uniform(gen, n_out, n_in):
         bound = np.sqrt(6.0 / n_in)
-        W = gen.uniform(-bound, bound, size=(n_out, n_in))
-        act = activation if k < len(widths) - 2 else "identity"
-        layers.append(Dense(W.astype(dtype), np.zeros(n_out, dtype=dtype), act))
-    return Network(layers)
+        return gen.uniform(-bound, bound, size=(n_out, n_in)), np.zeros(n_out)
+
+    return mlp_from_init(widths, he_uniform, activation, output_activation="identity", rng=rng, dtype=dtype)
