@@ -14,6 +14,20 @@ import numpy as np
 from ._config import njit, prange
 
 
+@njit
+def _gather_side(W, s, i, sign, idx, vals):
+    """Fill ``idx``/``vals`` with the indices and sensitivities of side ``(i, sign)``
+    of ``W`` (``w > 0`` for sign > 0, ``w < 0`` otherwise), in index order; returns their count."""
+    n = 0
+    for j in range(W.shape[1]):
+        w = W[i, j]
+        if (sign > 0 and w > 0) or (sign < 0 and w < 0):
+            idx[n] = j
+            vals[n] = s[i, j]
+            n += 1
+    return n
+
+
 @njit(parallel=True)
 def _det_sides(W, s, rows, signs, m, out):
     """Write the top-``m[t]`` weights (by ``s``, ties to the lower index) of side
@@ -29,13 +43,7 @@ def _det_sides(W, s, rows, signs, m, out):
         i = rows[t]
         idx = np.empty(n_in, np.int64)
         vals = np.empty(n_in, s.dtype)
-        n = 0
-        for j in range(n_in):
-            w = W[i, j]
-            if (signs[t] > 0 and w > 0) or (signs[t] < 0 and w < 0):
-                idx[n] = j
-                vals[n] = s[i, j]
-                n += 1
+        n = _gather_side(W, s, i, signs[t], idx, vals)
         want = min(m[t], n)
         if want <= 0:
             continue
@@ -70,18 +78,14 @@ def _rand_sides(W, s, rows, signs, draws, offsets, u, out, kept):
         i = rows[t]
         idx = np.empty(n_in, np.int64)
         cum = np.empty(n_in, s.dtype)
-        n = 0
+        n = _gather_side(W, s, i, signs[t], idx, cum)
         acc = s[i, 0] - s[i, 0]  # a zero of s's dtype (s[i, 0] * 0 would be float64)
         last = -1
-        for j in range(n_in):
-            w = W[i, j]
-            if (signs[t] > 0 and w > 0) or (signs[t] < 0 and w < 0):
-                acc += s[i, j]
-                idx[n] = j
-                cum[n] = acc
-                if s[i, j] > 0:
-                    last = n
-                n += 1
+        for k in range(n):  # running sums in index order, as np.cumsum in the reference
+            if cum[k] > 0:
+                last = k
+            acc += cum[k]
+            cum[k] = acc
         total = acc
         counts = np.zeros(n, np.int64)
         N = draws[t]
