@@ -38,6 +38,8 @@ in-sample ``verdict`` or ``pair_verdict`` is ``"violated"``.
 """
 from __future__ import annotations
 
+import io
+
 import math
 from typing import Callable, Sequence
 
@@ -469,8 +471,11 @@ def sweep(network, X_S, keeps: Sequence[float], methods: Sequence[str] = ("det",
     return out
 
 
-def plot_sweep(data: dict, path, *, title: str = "") -> None:
-    """Write the sweep as a PNG: one panel per layer, error against kept weights (log-log)."""
+def plot_sweep(data: dict, path, *, title: str = ""):
+    """The sweep as a PNG: one panel per layer, error against kept weights (log-log).
+
+    Written atomically to ``path``; with ``path=None`` the PNG bytes are returned instead.
+    """
     try:
         import matplotlib
 
@@ -503,5 +508,10 @@ def plot_sweep(data: dict, path, *, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    png = buf.getvalue()
+    if path is None:
+        return png
+    atomic_write(path, lambda fh: fh.write(png), "--plot")

@@ -222,3 +222,16 @@ def test_cli_verify_plot_without_matplotlib(files, capsys, monkeypatch):
     assert rc == 2
     assert "sparsify[plot]" in capsys.readouterr().err
     assert not (files / "v.png").exists()
+
+
+def test_cli_verify_outputs_are_all_or_nothing(files, capsys):
+    """A --plot into a missing directory is refused before the run, and no --json is left behind."""
+    out = files / "r.json"
+    rc = cli.main([
+        "verify", str(files / "m.npz"), "--data", str(files / "S.npy"), "--test", str(files / "T.npy"),
+        "--seeds", "1", "--quiet", "--json", str(out), "--plot", str(files / "nodir" / "v.png"),
+    ])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--plot" in err and "does not exist" in err
+    assert not out.exists()

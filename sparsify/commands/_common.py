@@ -50,8 +50,3 @@ def json_writer(obj):
     data = json.dumps(obj, indent=2, allow_nan=False).encode() + b"\n"
     return lambda fh: fh.write(data)
 
-
-def write_json(path, obj, name: str = "--json") -> None:
-    from ..io import atomic_write
-
-    atomic_write(path, json_writer(obj), name)

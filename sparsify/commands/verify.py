@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_model_args, load_model, load_points, write_json
+from ._common import add_model_args, json_writer, load_model, load_points
 
 DESCRIPTION = """\
 Check SiPP's guarantees numerically.
@@ -84,6 +84,9 @@ class _Progress:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from ..io import atomic_write_many
     from ..verify import format_table, plot_sweep, sweep, verify
 
     if args.plot:  # fail before the long run, not after it
@@ -92,6 +95,9 @@ def run(args) -> int:
         except ImportError:
             raise ImportError("--plot needs matplotlib, which is in the 'plot' extra: "
                               "pip install 'sparsify[plot]'.") from None
+    for path, flag in ((args.json, "--json"), (args.plot, "--plot")):  # fail before the long run
+        if path and not Path(path).resolve().parent.is_dir():
+            raise ValueError(f"{flag}: directory {str(Path(path).parent)!r} does not exist; create it first.")
     net = load_model(args)
     X_S = load_points(args.data, "--data")
     X_T = load_points(args.test, "--test")
@@ -101,15 +107,18 @@ def run(args) -> int:
                     seeds=args.seeds, first_seed=args.first_seed, eps=args.eps, delta=args.delta, C=args.C,
                     confidence=args.confidence, progress=_Progress("verify: seed", show))
     result.update(model=str(args.model), data=str(args.data), test=str(args.test))
-    if args.json:
-        write_json(args.json, result)
     if show:
         print(format_table(result))
+    outputs = []
+    if args.json:
+        outputs.append((args.json, json_writer(result), "--json"))
     if args.plot:
         keeps = [k for k in (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)]
         data = sweep(net, X_S, keeps, seed=args.first_seed, delta=args.delta, C=args.C,
                      progress=_Progress("plot: pruning", show))
-        plot_sweep(data, args.plot, title=f"{net}, |S|={X_S.shape[0]}, delta={args.delta:g}, C={args.C:g}")
+        png = plot_sweep(data, None, title=f"{net}, |S|={X_S.shape[0]}, delta={args.delta:g}, C={args.C:g}")
+        outputs.append((args.plot, lambda fh: fh.write(png), "--plot"))
+    atomic_write_many(outputs)  # all or nothing
     if show and (args.json or args.plot):
         print("wrote " + " and ".join(p for p in (args.json, args.plot) if p))
     return 0 if result["holds"] else 1
