@@ -31,17 +31,29 @@ DEFAULT_ALLOCATION = {"det": "global", "rand": "balanced", "hybrid": "balanced"}
 
 
 # --- side statistics ---------------------------------------------------------
-def side_stats(W: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-side weight count ``nnz`` and sensitivity mass ``S_i = sum_j s_ij``.
+def side_sums(W: np.ndarray, values) -> np.ndarray:
+    """Per neuron, the sum of ``values`` (shaped like ``W``) over each side.
 
-    Both have shape (n_out, 2): column 0 is the positive side (``w > 0``),
-    column 1 the negative side (``w < 0``).
+    Shape (n_out, 2): column 0 sums over the positive side (``w > 0``), column 1
+    over the negative side (``w < 0``). Boolean ``values`` give counts.
     """
-    pos, neg = W > 0, W < 0
-    nnz = np.stack([pos.sum(axis=1), neg.sum(axis=1)], axis=1).astype(np.int64)
-    s64 = s.astype(np.float64, copy=False)
-    mass = np.stack([np.where(pos, s64, 0).sum(axis=1), np.where(neg, s64, 0).sum(axis=1)], axis=1)
+    return np.stack([np.where(W > 0, values, 0).sum(axis=1), np.where(W < 0, values, 0).sum(axis=1)], axis=1)
+
+
+def side_stats(W: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-side weight count ``nnz`` and sensitivity mass ``S_i = sum_j s_ij``, each (n_out, 2)."""
+    nnz = side_sums(W, W != 0).astype(np.int64)
+    mass = side_sums(W, s.astype(np.float64, copy=False))
     return nnz, mass
+
+
+def det_bound(W: np.ndarray, s: np.ndarray, kept: np.ndarray, mass: np.ndarray, C: float) -> np.ndarray:
+    """``eps_det = C * (sensitivity mass of the pruned weights)`` per side, (n_out, 2).
+
+    ``kept`` is the boolean mask of kept weights; ``mass`` comes from :func:`side_stats`.
+    """
+    kept_mass = side_sums(W, np.where(kept, s, 0)).astype(np.float64)
+    return C * np.maximum(mass - kept_mass, 0.0)
 
 
 # --- rule "global": top-B -------------------------------------------------------

@@ -141,10 +141,7 @@ class _Plan:
         self.nnz = np.concatenate([n.ravel() for n, _ in stats])
         self.mass = np.concatenate([m.ravel() for _, m in stats])
         # sides with at least one weight of positive sensitivity can be sampled
-        self.support = np.concatenate([
-            np.stack([((W > 0) & (s > 0)).sum(1), ((W < 0) & (s > 0)).sum(1)], 1).ravel()
-            for W, s in zip(weights, s_list)
-        ])
+        self.support = np.concatenate([alloc.side_sums(W, s > 0).ravel() for W, s in zip(weights, s_list)])
         self.dead = (self.nnz > 0) & (self.mass == 0)
         self.inv_eta = np.concatenate([np.full(2 * n, 1.0 / n) for n in self.shapes])
         self.layer_of = np.concatenate([np.full(2 * n, k) for k, n in enumerate(self.shapes)])
@@ -162,10 +159,7 @@ class _Plan:
             dead = self.dead[self.offsets[k]:self.offsets[k + 1]].reshape(-1, 2)
             demoted.append(np.where(W > 0, dead[:, :1], np.where(W < 0, dead[:, 1:], False)))
         masks = alloc.global_top_b(self.s_list, B, eligible, demoted)
-        return np.concatenate([
-            np.stack([(mk & (W > 0)).sum(1), (mk & (W < 0)).sum(1)], 1).ravel()
-            for mk, W in zip(masks, self.weights)
-        ]).astype(np.int64)
+        return np.concatenate([alloc.side_sums(W, mk).ravel() for mk, W in zip(masks, self.weights)]).astype(np.int64)
 
     # --- the treatment of every side at given targets (no randomness) ---------------
     def plan(self, method: str, m: np.ndarray):
@@ -184,11 +178,11 @@ class _Plan:
             sel = np.flatnonzero(partial[sl] | (full[sl] & (self.nnz[sl] > 0)))
             mm = np.where(full[sl][sel], self.nnz[sl][sel], m[sl][sel])
             det_sides(W, self.s_list[k], self.row_of[sl][sel], self.sign_of[sl][sel], mm, out[k])
-        kept_mass = np.concatenate([
-            np.stack([np.where((o != 0) & (W > 0), s, 0).sum(1), np.where((o != 0) & (W < 0), s, 0).sum(1)], 1).ravel()
-            for o, W, s in zip(out, self.weights, self.s_list)
-        ]).astype(np.float64)
-        eps_d = np.where(full, 0.0, self.C * np.maximum(self.mass - kept_mass, 0.0))
+        bound = np.concatenate([
+            alloc.det_bound(W, s, o != 0, self.mass[self.offsets[k]:self.offsets[k + 1]].reshape(-1, 2), self.C).ravel()
+            for k, (o, W, s) in enumerate(zip(out, self.weights, self.s_list))
+        ])
+        eps_d = np.where(full, 0.0, bound)
         eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta)
         # sampling needs a live side and fewer targets than weights it can draw (s > 0);
         # a side whose target is all its weights is kept unchanged (§2 item 7)
@@ -382,10 +376,8 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
     for W, W_hat, s in zip([layer.weight for layer in network.layers], weights, s_list):
         nnz, mass = alloc.side_stats(W, s)
         kept_mask = W_hat != 0
-        kept = np.stack([(kept_mask & (W > 0)).sum(1), (kept_mask & (W < 0)).sum(1)], 1)
-        kept_mass = np.stack([np.where(kept_mask & (W > 0), s, 0).sum(1),
-                              np.where(kept_mask & (W < 0), s, 0).sum(1)], 1).astype(np.float64)
-        eps_d = np.where(kept >= nnz, 0.0, C * np.maximum(mass - kept_mass, 0.0))
+        kept = alloc.side_sums(W, kept_mask)
+        eps_d = np.where(kept >= nnz, 0.0, alloc.det_bound(W, s, kept_mask, mass, C))
         zeros = np.zeros_like(nnz)
         tables.append(SideTable(nnz=nnz, mass=mass, target=kept, kept=kept, sampled=zeros.astype(bool),
                                 draws=zeros, dead=(nnz > 0) & (mass == 0), eps_det=eps_d,
