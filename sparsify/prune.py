@@ -23,7 +23,7 @@ from .network import Network
 from .reference import split_inputs, split_weights
 from .report import Report
 from .sampling import det_sides, draws_for_unique, rand_sides
-from .sensitivity import layer_inputs, sensitivity
+from .sensitivity import is_one_array, layer_inputs, sensitivity
 
 METHODS = ("det", "rand", "hybrid")
 #: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
@@ -302,8 +302,7 @@ def _sensitivity_and_head(network, X_S, limit: int = REPORT_POINTS):
     :func:`sparsify.sensitivity`); batches pass through a tap that keeps the
     head, so a generator is still read only once.
     """
-    if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__") or (
-            isinstance(X_S, (list, tuple)) and not all(np.ndim(b) == 2 for b in X_S)):
+    if is_one_array(X_S):
         s_list = sensitivity(network, X_S)
         X = np.asarray(X_S)
         return s_list, X[:limit], int(X.shape[0])

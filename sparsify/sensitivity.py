@@ -298,6 +298,14 @@ def _sensitivity_layer(A: np.ndarray, W: np.ndarray, *, chunk_size: int = DEFAUL
 
 
 # --- S as an array, a memory map or an iterable of batches ------------------------------
+def is_one_array(X_S) -> bool:
+    """True when S is one array of points (an ndarray, a memory map, or nested lists of
+    numbers), False when it is a sequence or iterable of 2-D batches."""
+    if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__"):
+        return True
+    return isinstance(X_S, (list, tuple)) and not all(np.ndim(b) == 2 for b in X_S)
+
+
 def _batches(network, X_S, chunk_size: int):
     """Validated 2-D batches of S in the network's dtype, read lazily.
 
@@ -311,9 +319,9 @@ def _batches(network, X_S, chunk_size: int):
             f"X_S: expected an array of shape (n_points, {network.n_in}) or an iterable of such "
             f"batches, got {type(X_S).__name__}."
         )
-    if isinstance(X_S, (list, tuple)) and not all(np.ndim(b) == 2 for b in X_S):
+    if is_one_array(X_S) and isinstance(X_S, (list, tuple)):
         X_S = network.check_input(X_S, "X_S")  # nested lists of numbers: one array
-    if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__"):
+    if is_one_array(X_S):
         X = np.asarray(X_S)
         if X.ndim != 2 or X.shape[1] != network.n_in:
             # shape only: do not read (a memory-mapped) S just to refuse it
