@@ -5,10 +5,14 @@ uses fewer repeats and smaller streams, ``--json OUT`` also writes every raw
 number. For each target it prints the measured value next to the target.
 
 Method. Every timed function is called once before timing (JIT compilation
-and cache loading excluded), then timed ``repeats`` times; the kernel and its
-BLAS GEMM baseline are timed alternately and the ratio is the median of the
-per-repeat ratios, which is robust to other load on a shared machine (the load
-average is printed). Peak memory of streaming is measured in fresh
+and cache loading excluded). A function and its baseline (a BLAS GEMM, or the
+smaller problem) are then timed alternately, ``repeats`` times each, and the
+ratio is the median of the per-repeat ratios, which is robust to other load on
+a shared machine (the load average is printed). Each timed call is preceded by
+at least SETTLE_SECONDS of untimed calls of the same function, so every call is
+timed in its own steady state, as in a loop of repeated calls: OpenBLAS worker
+threads busy-wait for ~0.1 s after a GEMM, and without the settling time the
+GEMM baseline would slow down whatever is timed right after it. Peak memory of streaming is measured in fresh
 subprocesses, both as the peak resident set size (``resource.getrusage``,
 includes the interpreter, NumPy, Numba and LLVM) and as the tracemalloc peak
 (NumPy's own allocations, which is what grows if a computation is not flat).
@@ -33,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from sparsify._blas import single_threaded_blas
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,14 +108,27 @@ def _time(fn) -> float:
     return time.perf_counter() - t0
 
 
+#: seconds of untimed calls before each timed call (see the module docstring)
+SETTLE_SECONDS = 0.15
+
+
+def _settled_time(fn) -> float:
+    """Call ``fn`` for at least :data:`SETTLE_SECONDS` (at least once), then time one more call."""
+    end = time.perf_counter() + SETTLE_SECONDS
+    fn()
+    while time.perf_counter() < end:
+        fn()
+    return _time(fn)
+
+
 def paired(fn, baseline, repeats: int) -> dict:
     """Median times of ``fn`` and ``baseline`` and the median of their per-repeat ratio."""
     fn()
     baseline()
     t_fn, t_base, ratios = [], [], []
     for _ in range(repeats):
-        a = _time(fn)
-        b = _time(baseline)
+        a = _settled_time(fn)
+        b = _settled_time(baseline)
         t_fn.append(a)
         t_base.append(b)
         ratios.append(a / b)
@@ -119,7 +138,7 @@ def paired(fn, baseline, repeats: int) -> dict:
 
 def median_time(fn, repeats: int) -> float:
     fn()
-    return statistics.median(_time(fn) for _ in range(repeats))
+    return statistics.median(_settled_time(fn) for _ in range(repeats))
 
 
 # --- the benchmarks ----------------------------------------------------------------------
@@ -140,11 +159,16 @@ def bench_layer(shapes, repeats) -> list:
         for points, n_in, n_out, signed in shapes:
             A, W = _layer(points, n_in, n_out, dtype, signed)
             res = paired(lambda: sens._sensitivity_layer(A, W), lambda: A @ W.T, repeats)
-            # breakdown of one block: the Z GEMM and the max-times kernel
+            # breakdown of one block: the Z GEMM (as sensitivity runs it) and the max-times kernel
             block = np.ascontiguousarray(np.maximum(A[:sens.DEFAULT_CHUNK_SIZE], 0))
             acc = sens._LayerMaxima(W, sens.DEFAULT_TILES)
-            t_z = median_time(lambda: sens._side_reciprocals(acc.stacked, block), repeats)
-            r = sens._side_reciprocals(acc.stacked, block)
+
+            def z_step():
+                with single_threaded_blas():
+                    return sens._side_reciprocals(acc.stacked, block)
+
+            t_z = median_time(z_step, repeats)
+            r = z_step()
             tiles = acc.tiles
             Ap = sens._pack_columns(block, tiles["tile_j"])
             t_k = median_time(lambda: sens._max_times(Ap, r, acc.W, acc.R, tiles["tile_i"], tiles["tile_j"],
@@ -364,6 +388,7 @@ def inspect_kernel() -> dict:
             "instructions": len(loop),
             "ymm_mul": sum(bool(re.match(r"vmulp[sd]\s.*%ymm", ln)) for ln in loop),
             "ymm_max": sum(bool(re.match(r"vmaxp[sd]\s.*%ymm", ln)) for ln in loop),
+            "ymm_blend": sum(bool(re.match(r"vblendvp[sd]\s.*%ymm", ln)) for ln in loop),
             "ymm_loads": sum(bool(re.match(r"vmovup[sd]\s+-?\d*\(.*%ymm\d+$", ln)) for ln in loop),
             "ymm_stores": sum(bool(re.match(r"vmovup[sd]\s+%ymm\d+, -?\d*\(", ln)) for ln in loop),
             "scalar_ops": sum(bool(re.match(r"v\w+s[sd]\s", ln)) for ln in loop),
@@ -468,8 +493,8 @@ def report(results: dict) -> str:
         whole = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "hot_loop")
         lines.append(f"   {name}: whole kernel: {whole}")
         lines.append(
-            f"   {name}: inner j loop: {hot['instructions']} instructions, {hot['ymm_mul']} mul + "
-            f"{hot['ymm_max']} max on ymm, {hot['ymm_loads']} ymm loads + {hot['ymm_stores']} ymm stores "
+            f"   {name}: inner j loop: {hot['instructions']} instructions, {hot['ymm_blend']} blend + "
+            f"{hot['ymm_mul']} mul + {hot['ymm_max']} max on ymm, {hot['ymm_loads']} ymm loads + {hot['ymm_stores']} ymm stores "
             f"(more loads folded into the max/mul operands), {hot['scalar_ops']} scalar FP ops"
         )
     return "\n".join(lines)

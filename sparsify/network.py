@@ -76,14 +76,15 @@ class Dense:
         """The matrix whose rows ``weight`` multiplies (here: ``a_prev`` itself)."""
         return a_prev
 
-    def preactivation(self, a_prev: np.ndarray) -> np.ndarray:
-        z = a_prev @ self.weight.T
+    def preactivation(self, a_prev: np.ndarray, matmul=np.matmul) -> np.ndarray:
+        """``a_prev @ weight.T + bias``; ``matmul`` computes the product (default ``np.matmul``)."""
+        z = matmul(a_prev, self.weight.T)
         if self.bias is not None:
             z = z + self.bias
         return z
 
-    def forward(self, a_prev: np.ndarray) -> np.ndarray:
-        return get_activation(self.activation)(self.preactivation(a_prev))
+    def forward(self, a_prev: np.ndarray, matmul=np.matmul) -> np.ndarray:
+        return get_activation(self.activation)(self.preactivation(a_prev, matmul))
 
     def with_weight(self, weight: np.ndarray) -> "Dense":
         """A copy of this layer with another weight matrix of the same shape."""

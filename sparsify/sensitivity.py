@@ -30,6 +30,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import _blas
+from ._blas import row_parts, single_threaded_blas
 from ._config import njit, prange
 
 #: points per block of S (see "Streaming" above); results are bit-identical for
@@ -94,11 +96,15 @@ def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x):
 
     Parallel over (neuron tile, input tile) tasks; each task owns its block of
     ``R``, so no two threads write one entry and the result does not depend on
-    the thread count. Inside a task, a step handles 2 neurons x 2 sides x 4 points
-    for a run of ``tile_j`` contiguous inputs: the inner ``j`` loop is contiguous,
-    vectorised by LLVM into vmulps/vmulpd + vmaxps/vmaxpd on full vector registers,
-    and each accumulator load/store is shared by 4 points. Odd neuron and point
-    counts repeat the last neuron or point, which a maximum ignores.
+    the thread count. Inside a task, a step handles 2 neurons x 4 points for a
+    run of ``tile_j`` contiguous inputs. The side is chosen per element, not
+    computed twice: a sign mask per neuron (``+1``/``-1`` by the sign of ``W``,
+    built once per block) selects ``r+`` or ``r-`` with a vector blend, so each
+    (neuron, input, point) costs one blend, one multiply and one max. The inner
+    ``j`` loop is contiguous and vectorised by LLVM into vblendvpd/vmulpd/vmaxpd
+    (ps for float32) on full vector registers; each accumulator load/store is
+    shared by 4 points. Odd neuron and point counts repeat the last neuron or
+    point, which a maximum ignores.
     """
     n_tiles, n_points = Ap.shape[0], Ap.shape[1]
     n_out, n_in = R.shape
@@ -111,22 +117,24 @@ def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x):
         j0 = jt * tile_j
         width = min(tile_j, n_in - j0)
         panel = Ap[jt]
-        # accumulators: neuron a (+, -) and neuron b (+, -) over `width` inputs
-        pa = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
-        na = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
-        pb = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
-        nb = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
+        # accumulators and sign masks of neurons a and b over `width` inputs
+        acc_a = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
+        acc_b = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
+        neg_a = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
+        neg_b = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
         for x_lo in range(0, n_points, tile_x):
             x_hi = min(x_lo + tile_x, n_points)
             for ia in range(i_lo, i_hi, 2):
                 ib = min(ia + 1, i_hi - 1)
                 Ra = R[ia, j0:]
                 Rb = R[ib, j0:]
+                Wa = W[ia, j0:]
+                Wb = W[ib, j0:]
                 for j in range(width):
-                    pa[j] = Ra[j]
-                    na[j] = Ra[j]
-                    pb[j] = Rb[j]
-                    nb[j] = Rb[j]
+                    acc_a[j] = Ra[j]
+                    acc_b[j] = Rb[j]
+                    neg_a[j] = -1.0 if Wa[j] > 0 else 1.0  # < 0 selects r+
+                    neg_b[j] = -1.0 if Wb[j] > 0 else 1.0
                 rpa = rT[0, ia]
                 rna = rT[1, ia]
                 rpb = rT[0, ib]
@@ -150,42 +158,54 @@ def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x):
                         v3 = a3[j]
                         # the old value sits inside the max tree, not at its root:
                         # `acc = max(m, acc)` would be turned into a masked store
-                        pa[j] = max(max(pa[j], v0 * pa0), max(v1 * pa1, max(v2 * pa2, v3 * pa3)))
-                        na[j] = max(max(na[j], v0 * na0), max(v1 * na1, max(v2 * na2, v3 * na3)))
-                        pb[j] = max(max(pb[j], v0 * pb0), max(v1 * pb1, max(v2 * pb2, v3 * pb3)))
-                        nb[j] = max(max(nb[j], v0 * nb0), max(v1 * nb1, max(v2 * nb2, v3 * nb3)))
-                Wa = W[ia, j0:]
-                Wb = W[ib, j0:]
+                        pos = neg_a[j] < 0
+                        acc_a[j] = max(max(acc_a[j], v0 * (pa0 if pos else na0)),
+                                       max(v1 * (pa1 if pos else na1),
+                                           max(v2 * (pa2 if pos else na2), v3 * (pa3 if pos else na3))))
+                        pos = neg_b[j] < 0
+                        acc_b[j] = max(max(acc_b[j], v0 * (pb0 if pos else nb0)),
+                                       max(v1 * (pb1 if pos else nb1),
+                                           max(v2 * (pb2 if pos else nb2), v3 * (pb3 if pos else nb3))))
                 for j in range(width):
-                    Ra[j] = pa[j] if Wa[j] > 0 else na[j]
-                    Rb[j] = pb[j] if Wb[j] > 0 else nb[j]
+                    Ra[j] = acc_a[j]
+                    Rb[j] = acc_b[j]
 
 
 # --- one layer: running maxima over blocks of S --------------------------------------
 @njit(parallel=True, fastmath=True)
-def _reciprocals(Z, r):
-    """``r = 1/|Z|`` where that is finite, else 0; Z and r: (rows, points).
+def _z_reciprocals(stacked, AT, r, parts):
+    """``r = 1/|stacked @ AT|`` where that is finite, else 0; r: (rows of stacked, points).
 
-    ``Z = 0`` means the side has no mass at that point, and ``1/|Z|`` overflows
-    only for subnormal ``Z``, whose terms are subnormal products that have
-    already lost their relative precision: both contribute nothing (``g = 0``).
+    One BLAS call per row block (blocks as in :func:`sparsify._blas.row_block`),
+    run in parallel on Numba's threads, each followed by the reciprocals of its
+    rows while they are in cache. ``Z = 0`` means the side has no mass at that
+    point, and ``1/|Z|`` overflows only for subnormal ``Z``, whose terms are
+    subnormal products that have already lost their relative precision; an
+    overflowing ``Z = inf`` gives 0 as well (``W A / inf = 0`` in the reference).
+    All three contribute nothing (``g = 0``).
     """
-    for i in prange(Z.shape[0]):
-        for x in range(Z.shape[1]):
-            q = 1 / abs(Z[i, x])  # inf for 0 and for subnormal Z
-            r[i, x] = q if q < np.inf else 0
+    m = stacked.shape[0]
+    for p in prange(parts):
+        lo = (p * m) // parts
+        hi = ((p + 1) * m) // parts
+        Z = np.dot(stacked[lo:hi], AT)
+        for i in range(hi - lo):
+            for x in range(Z.shape[1]):
+                q = 1 / abs(Z[i, x])  # inf for 0 and for subnormal Z
+                r[lo + i, x] = q if q < np.inf else 0
 
 
 def _side_reciprocals(stacked: np.ndarray, A: np.ndarray) -> np.ndarray:
     """``r[0] = 1/Z+`` and ``r[1] = 1/|Z-|`` (0 where not finite), shape (2, n_out, points).
 
-    One GEMM with the stacked weights ``[W+; W-]`` gives both parts of ``Z``.
+    One GEMM with the stacked weights ``[W+; W-]`` gives both parts of ``Z``
+    (rows of ``Z+`` then ``Z-``), in :func:`sparsify._blas.row_parts` blocks.
+    Run it inside :func:`sparsify._blas.single_threaded_blas`.
     """
-    with np.errstate(over="ignore"):  # Z = inf gives r = 0, as W A / inf = 0 in the reference
-        Z = stacked @ A.T  # (2 n_out, points): rows of Z+ then Z-
-    r = np.empty_like(Z)
-    _reciprocals(Z, r)
-    return r.reshape(2, stacked.shape[0] // 2, A.shape[0])
+    rows, points = stacked.shape[0], A.shape[0]
+    r = np.empty((rows, points), dtype=A.dtype)
+    _z_reciprocals(stacked, A.T, r, row_parts(rows))
+    return r.reshape(2, rows // 2, points)
 
 
 def _pack_columns(A: np.ndarray, tile_j: int) -> np.ndarray:
@@ -292,8 +312,9 @@ def _sensitivity_layer(A: np.ndarray, W: np.ndarray, *, chunk_size: int = DEFAUL
                        tiles: dict | None = None) -> np.ndarray:
     """Fast ``s`` for one layer; ``A`` (points x n_in, may be signed) and ``W`` validated, one dtype."""
     acc = _LayerMaxima(W, _check_tiles(tiles))
-    for start in range(0, A.shape[0], chunk_size):
-        acc.update(np.ascontiguousarray(A[start:start + chunk_size]))
+    with single_threaded_blas():
+        for start in range(0, A.shape[0], chunk_size):
+            acc.update(np.ascontiguousarray(A[start:start + chunk_size]))
     return acc.result()
 
 
@@ -374,7 +395,7 @@ def _layer_inputs_of_block(network, X):
     for k, layer in enumerate(network.layers):
         yield layer.input_matrix(a)
         if k < last:
-            a = layer.forward(a)
+            a = layer.forward(a, matmul=_blas.matmul)  # row blocks on Numba's threads
 
 
 def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: dict | None = None) -> list:
@@ -415,16 +436,17 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
     tiles = _check_tiles(tiles)
     state = [_LayerMaxima(layer.weight, tiles) if layer.prunable else None for layer in network.layers]
     n_points = 0
-    for X in _fixed_blocks(_batches(network, X_S, chunk_size), chunk_size):
-        n_points += X.shape[0]
-        for k, (A, acc) in enumerate(zip(_layer_inputs_of_block(network, X), state)):
-            if not np.all(np.isfinite(A)):
-                raise ValueError(
-                    f"X_S: the forward pass overflowed: the input of layer {k} has NaN or infinite "
-                    "values; rescale the data or the weights."
-                )
-            if acc is not None:
-                acc.update(A)
+    with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
+        for X in _fixed_blocks(_batches(network, X_S, chunk_size), chunk_size):
+            n_points += X.shape[0]
+            for k, (A, acc) in enumerate(zip(_layer_inputs_of_block(network, X), state)):
+                if not np.all(np.isfinite(A)):
+                    raise ValueError(
+                        f"X_S: the forward pass overflowed: the input of layer {k} has NaN or infinite "
+                        "values; rescale the data or the weights."
+                    )
+                if acc is not None:
+                    acc.update(A)
     if n_points == 0:
         raise ValueError(
             "X_S: the batch S is empty; sensitivities need at least one input point "

@@ -181,16 +181,25 @@ def test_float32_stays_float32_and_is_not_upcast():
     assert all(s.dtype == np.float32 for s in sp.sensitivity(net, X.astype(np.float64)))
 
 
-def test_reciprocals_kernel():
-    Z = np.array([[2.0, -4.0, 0.0, -0.0, 1e-310, -5e-324, 1e308]])
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_reciprocals_kernel(parts):
+    """r = 1/|Z| where finite, else 0, for Z = stacked @ AT; AT = I makes Z = stacked exactly."""
+    Z = np.array([[2.0, -4.0, 0.0, -0.0, 1e-310, -5e-324, 1e308],
+                  [1.0, 8.0, -0.5, 3.0, 0.0, 2.0, -1e308]])
     r = np.empty_like(Z)
-    sens._reciprocals(Z, r)
-    np.testing.assert_array_equal(r, [[0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 1e-308]])
+    sens._z_reciprocals(Z, np.eye(7), r, parts)
+    np.testing.assert_array_equal(r, [[0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 1e-308],
+                                      [1.0, 0.125, 2.0, 1 / 3, 0.0, 0.5, 1e-308]])
     Zf = Z[:, :4].astype(np.float32)
     rf = np.empty_like(Zf)
-    sens._reciprocals(Zf, rf)
+    sens._z_reciprocals(Zf, np.eye(4, dtype=np.float32), rf, parts)
     assert rf.dtype == np.float32
-    np.testing.assert_array_equal(rf, np.array([[0.5, 0.25, 0.0, 0.0]], np.float32))
+    np.testing.assert_array_equal(rf, np.array([[0.5, 0.25, 0.0, 0.0], [1.0, 0.125, 2.0, 1 / 3]], np.float32))
+    # an overflowing Z = inf contributes nothing either
+    big = np.full((1, 2), 1e308)
+    r_inf = np.empty((1, 1))
+    sens._z_reciprocals(big, np.ones((2, 1)), r_inf, 1)
+    assert r_inf[0, 0] == 0.0
 
 
 def test_no_negative_zeros():
