@@ -103,12 +103,15 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
 
 def matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """``left @ right`` for 2-D float arrays of one dtype, in fixed row blocks on
-    Numba's threads when large. Call it inside :func:`single_threaded_blas`."""
+    Numba's threads when large (BLAS limited to one thread meanwhile; a caller
+    that alternates products with Numba kernels should hold
+    :func:`single_threaded_blas` around the whole loop)."""
     m, k = left.shape
     n = right.shape[1]
     parts = row_parts(m)
     if parts == 1 or m * k * n < MIN_SPLIT_WORK or left.dtype != right.dtype:
         return left @ right
     out = np.empty((m, n), dtype=left.dtype)
-    _matmul_rows(np.ascontiguousarray(left), _contiguous(right), out, parts)
+    with single_threaded_blas():
+        _matmul_rows(np.ascontiguousarray(left), _contiguous(right), out, parts)
     return out

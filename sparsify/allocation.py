@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._config import njit, prange
 from .bounds import alpha, m_for_eps
 
 ALLOCATIONS = ("global", "balanced")
@@ -35,15 +36,41 @@ def side_sums(W: np.ndarray, values) -> np.ndarray:
     """Per neuron, the sum of ``values`` (shaped like ``W``) over each side.
 
     Shape (n_out, 2): column 0 sums over the positive side (``w > 0``), column 1
-    over the negative side (``w < 0``). Boolean ``values`` give counts.
+    over the negative side (``w < 0``); in NumPy terms
+    ``np.where(W > 0, values, 0).sum(axis=1)`` and the same with ``W < 0``.
+    Boolean ``values`` give counts (int64); numbers are summed in float64,
+    left to right along each row. One pass of the kernel :func:`_side_sums`.
     """
-    return np.stack([np.where(W > 0, values, 0).sum(axis=1), np.where(W < 0, values, 0).sum(axis=1)], axis=1)
+    W = np.ascontiguousarray(W)
+    values = np.ascontiguousarray(np.broadcast_to(values, W.shape))
+    out = np.empty((W.shape[0], 2), dtype=np.float64)
+    if values.dtype == np.bool_:
+        _side_sums(W, values.view(np.uint8), out)
+        return out.astype(np.int64)
+    _side_sums(W, values.astype(np.float64, copy=False), out)
+    return out
+
+
+@njit(parallel=True)
+def _side_sums(W, values, out):
+    """``out[i] = (sum of values[i, j] over W[i, j] > 0, the same over W[i, j] < 0)``."""
+    for i in prange(W.shape[0]):
+        pos = 0.0
+        neg = 0.0
+        for j in range(W.shape[1]):
+            w = W[i, j]
+            v = np.float64(values[i, j])
+            # selects, not branches: signs are unpredictable, and adding 0.0 changes no sum
+            pos += v if w > 0 else 0.0
+            neg += v if w < 0 else 0.0
+        out[i, 0] = pos
+        out[i, 1] = neg
 
 
 def side_stats(W: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-side weight count ``nnz`` and sensitivity mass ``S_i = sum_j s_ij``, each (n_out, 2)."""
     nnz = side_sums(W, W != 0).astype(np.int64)
-    mass = side_sums(W, s.astype(np.float64, copy=False))
+    mass = side_sums(W, s)
     return nnz, mass
 
 
@@ -52,7 +79,7 @@ def det_bound(W: np.ndarray, s: np.ndarray, kept: np.ndarray, mass: np.ndarray, 
 
     ``kept`` is the boolean mask of kept weights; ``mass`` comes from :func:`side_stats`.
     """
-    kept_mass = side_sums(W, np.where(kept, s, 0)).astype(np.float64)
+    kept_mass = side_sums(W, np.where(kept, s, 0))
     return C * np.maximum(mass - kept_mass, 0.0)
 
 
@@ -128,6 +155,29 @@ def _balanced_m(lam: float, a: np.ndarray, inv_eta: np.ndarray, cap: np.ndarray)
     return np.minimum(m, cap)
 
 
+@njit
+def _balanced_m_fast(lam, a, d, cap, out):
+    """Fast twin of :func:`_balanced_m` (one pass, no temporaries): fills ``out`` and
+    returns its sum. ``d = 3 * inv_eta``; sides with ``a <= 0`` get 0."""
+    total = 0.0
+    for k in range(a.size):
+        m = 0.0
+        if a[k] > 0:
+            t = lam * a[k] / d[k]
+            c = 4.5 * np.sqrt(3.0 / t)
+            scale = 2.0 * np.sqrt(t / 3.0)
+            if c >= 1.0:
+                eps = scale * np.cosh(np.arccosh(c) / 3.0)
+            else:
+                eps = scale * np.cos(np.arccos(c) / 3.0)
+            m = a[k] * (3.0 + 2.0 * eps) / (6.0 * eps * eps)
+        if m > cap[k]:
+            m = cap[k]
+        out[k] = m
+        total += m
+    return total
+
+
 def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, budget: int,
                      C: float, delta: float, *, return_lambda: bool = False):
     """Integer per-side targets of the balanced program (flat arrays over all sides).
@@ -157,8 +207,11 @@ def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, bud
     if budget >= cap.sum():
         m = cap.astype(np.int64)
     else:
-        def total(log_lam):
-            return _balanced_m(np.exp(log_lam), a, inv_eta, cap).sum()
+        d = 3.0 * np.asarray(inv_eta, dtype=np.float64)
+        work = np.empty_like(a)
+
+        def total(log_lam):  # sum of _balanced_m(exp(log_lam), a, inv_eta, cap), in one kernel pass
+            return _balanced_m_fast(np.exp(log_lam), a, d, cap, work)
 
         lo, hi = -50.0, 50.0  # bracket on log lambda, widened until it holds
         while total(lo) < budget:
@@ -174,7 +227,8 @@ def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, bud
             if hi - lo < 1e-13:
                 break
         lam = float(np.exp(hi))
-        m_cont = _balanced_m(lam, a, inv_eta, cap)      # sum(m_cont) <= budget
+        m_cont = np.empty_like(a)
+        _balanced_m_fast(lam, a, d, cap, m_cont)      # sum(m_cont) <= budget
         m = np.floor(m_cont).astype(np.int64)
         frac = m_cont - m
         rest = budget - int(m.sum())

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as _data
+from ._blas import single_threaded_blas
 from . import train as _train
 from .io import atomic_write, load, save
 
@@ -824,31 +825,17 @@ def _check_out(out: Path, cfg: ExperimentConfig) -> None:
         atomic_write(cfg_path, lambda fh: fh.write(text.encode("utf-8")))
 
 
-def single_thread_blas():
-    """A context limiting BLAS to one thread (via threadpoolctl when installed).
-
-    The experiment multiplies small matrices (a minibatch of 64 by a few hundred
-    units); there a multithreaded BLAS only adds synchronisation, and on a busy
-    machine its spinning threads slow training down by an order of magnitude.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def run_experiment(config: ExperimentConfig, out_dir, *, log=None, plots: bool = True) -> ExperimentResult:
     """Run (or resume) the experiment described by ``config`` in ``out_dir``.
 
     Finished cells found in ``out_dir/results.csv`` are not redone; the folder's
     ``config.json`` must match ``config``. Progress lines go to ``log``
     (default: stderr). Returns the rows of all finished cells and the summary.
-    BLAS runs single-threaded meanwhile (:func:`single_thread_blas`).
+    BLAS runs single-threaded meanwhile (:func:`sparsify._blas.single_threaded_blas`): the
+    experiment multiplies small matrices (a minibatch of 64 by a few hundred units), where a
+    multithreaded BLAS only adds synchronisation and its spinning threads slow training down.
     """
-    with single_thread_blas():
+    with single_threaded_blas():
         return _run_experiment(config, out_dir, log=log, plots=plots)
 
 

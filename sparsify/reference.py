@@ -152,3 +152,23 @@ def sparsify_side_rand(w_side: np.ndarray, s_side: np.ndarray, u: np.ndarray) ->
     w64, s64 = w_side[hit].astype(np.float64), s_side[hit].astype(np.float64)
     out[hit] = (w64 * c[hit]) * np.float64(total) / (np.float64(N) * s64)
     return out
+
+
+# --- the report: measured error of each side on S ----------------------------------
+def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
+    """Measured relative error ``max_x |(|Ẑ±_i(x)| - |Z±_i(x)|)| / |Z±_i(x)|`` of each side.
+
+    ``A`` is sign-split first; ``Z± = A @ W±.T`` and ``Ẑ±`` the same with the
+    entries of ``W_hat`` on the original side of each weight. Only points with
+    ``Z ≠ 0`` count; a side with ``Z = 0`` at every point gets NaN. Shape (n_out, 2).
+    """
+    A = split_inputs(A)
+    out = np.full((W.shape[0], 2), np.nan)
+    for col, side in enumerate((W > 0, W < 0)):
+        Z = np.abs(A @ np.where(side, W, 0).T).astype(np.float64)
+        Zh = np.abs(A @ np.where(side, W_hat, 0).T).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(Z > 0, np.abs(Zh - Z) / Z, np.nan)
+        has = np.any(Z > 0, axis=0)
+        out[has, col] = np.nanmax(rel[:, has], axis=0)
+    return out

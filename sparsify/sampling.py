@@ -21,10 +21,11 @@ def _gather_side(W, s, i, sign, idx, vals):
     n = 0
     for j in range(W.shape[1]):
         w = W[i, j]
-        if (sign > 0 and w > 0) or (sign < 0 and w < 0):
-            idx[n] = j
-            vals[n] = s[i, j]
-            n += 1
+        # branch-free compaction (signs are unpredictable): write always, advance if on the side;
+        # n <= j, so the write stays inside the buffers
+        idx[n] = j
+        vals[n] = s[i, j]
+        n += (w > 0) if sign > 0 else (w < 0)
     return n
 
 

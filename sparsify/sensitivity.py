@@ -8,9 +8,14 @@ kernel's design and measured speed.
 Fast-path algebra. For ``W_ij > 0``, ``g_ij(x) = W_ij * A_xj / Z+_xi``, so
 ``s_ij = W_ij * max_x (A_xj * r+_xi)`` with ``r+ = 1/Z+`` (0 where ``Z+ = 0``);
 likewise for ``W_ij < 0`` with ``|W_ij|`` and ``r- = 1/|Z-|``. Both parts of
-``Z`` come from one BLAS GEMM with the stacked weights ``[W+; W-]``. The
+``Z`` come from one product with the stacked weights ``[W+; W-]``. The
 max-times product ``R_ij = max_x r^{sign W_ij}_xi A_xj`` has GEMM shape and runs
 in the kernel, which never materialises the (points x out x in) tensor of ``g``.
+
+Threads. All parallel work of :func:`sensitivity` runs on Numba's threads: the
+products (``Z`` and the trace's forward passes) are fixed row blocks of
+single-threaded BLAS calls (:mod:`sparsify._blas`), so no BLAS worker thread
+spins beside the kernel, and no result depends on a thread count.
 
 Streaming. S is processed in blocks of ``chunk_size`` consecutive points,
 counted over the whole of S (a block may join the end of one user batch to the
@@ -456,7 +461,8 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
 
 
 def layer_inputs(network, X_S) -> list:
-    """Validate S (an array) and return the input matrix of each layer (the trace)."""
+    """Validate S (an array) and return the input matrix of each layer (the trace,
+    as ``network.trace``, with the products of :func:`sparsify._blas.matmul`)."""
     from .network import Network
 
     if not isinstance(network, Network):
@@ -467,4 +473,4 @@ def layer_inputs(network, X_S) -> list:
             "X_S: the batch S is empty; sensitivities need at least one input point "
             "(the authors use about 3 ln(8 eta eta*/delta) points)."
         )
-    return network.trace(X)
+    return list(_layer_inputs_of_block(network, X))

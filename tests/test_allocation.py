@@ -259,3 +259,39 @@ def test_hybrid_samples_with_a_loose_delta_and_C_one(digits_like):
     # C < 1 contradicts g <= s on S itself and is refused
     with pytest.raises(ValueError, match="C"):
         sp.prune(net, X, keep=0.1, method="hybrid", rng=0, delta=0.5, C=0.1)
+
+
+# --- fast twins of the readable NumPy expressions -------------------------------------------
+@given(problem=side_problems(), log_lam=st.floats(-30.0, 30.0))
+def test_balanced_m_kernel_equals_the_numpy_formula(problem, log_lam):
+    from sparsify.allocation import _balanced_m_fast
+
+    mass, nnz, inv_eta = problem
+    a = bounds.alpha(C, DELTA) * mass
+    cap = nnz.astype(np.float64)
+    want = _balanced_m(np.exp(log_lam), a, inv_eta, cap)
+    got = np.empty_like(a)
+    total = _balanced_m_fast(np.exp(log_lam), a, 3.0 * inv_eta, cap, got)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert total == pytest.approx(want.sum(), rel=1e-12, abs=0)
+
+
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
+def test_side_sums_equals_the_numpy_expression(n_out, n_in, seed, dtype):
+    from sparsify.allocation import side_sums
+
+    rng = np.random.default_rng(seed)
+    W = (rng.standard_normal((n_out, n_in)) * (rng.random((n_out, n_in)) < 0.7)).astype(dtype)
+    W[rng.random(W.shape) < 0.1] = -0.0
+    values = rng.random((n_out, n_in)).astype(dtype)
+    mask = rng.random((n_out, n_in)) < 0.5
+    for v in (values, mask):
+        want = np.stack([np.where(W > 0, v, 0).sum(axis=1, dtype=np.float64),
+                         np.where(W < 0, v, 0).sum(axis=1, dtype=np.float64)], axis=1)
+        got = side_sums(W, v)
+        if v.dtype == bool:
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, want.astype(np.int64))
+        else:
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
