@@ -30,6 +30,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable
 
+import numba
 import numpy as np
 from numba import types
 from numba.core import cgutils
@@ -86,6 +87,11 @@ def _stack_buffer(typingctx, size, dtype):
         return ary._getvalue()
 
     return arrty(size, dtype), codegen
+
+
+if numba.config.DISABLE_JIT:  # kernels run as plain Python: an ordinary array will do
+    def _stack_buffer(size, dtype):  # noqa: F811
+        return np.empty(size, dtype)
 
 
 # --- the max-times kernel ----------------------------------------------------------
