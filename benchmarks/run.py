@@ -185,8 +185,10 @@ def bench_layer(shapes, repeats) -> list:
 
 
 #: OpenBLAS's idle workers spin for about 2**28 cycles (~0.1 s) after every call
-#: (its default thread timeout); on few cores they steal CPU from the Numba kernel
-#: that follows the Z GEMM. This setting shortens the spin to 2**4 cycles.
+#: (its default thread timeout); this setting shortens the spin to 2**4 cycles.
+#: sparsify runs its products on Numba's threads with BLAS held to one thread
+#: (sparsify._blas), so the rows measured with it are a comparison: they should
+#: match the default ones within noise.
 BLAS_SPIN_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
