@@ -172,7 +172,7 @@ def bench_layer(shapes, repeats) -> list:
             tiles = acc.tiles
             Ap = sens._pack_columns(block, tiles["tile_j"])
             t_k = median_time(lambda: sens._max_times(Ap, r, acc.W, acc.R, tiles["tile_i"], tiles["tile_j"],
-                                                       tiles["tile_x"]), repeats)
+                                                       tiles["tile_x"], acc.mask_dtype), repeats)
             t_g = median_time(lambda: block @ W.T, repeats)
             rows.append({
                 "dtype": np.dtype(dtype).name, "points": points, "n_in": n_in, "n_out": n_out,
@@ -374,7 +374,7 @@ def inspect_kernel() -> dict:
         Ap = np.zeros((1, 4, 8), dtype)
         r = np.zeros((2, 3, 4), dtype)
         W = np.zeros((3, 8), dtype)
-        kernel(Ap, r, W, np.zeros((3, 8), dtype), 2, 8, 4)
+        kernel(Ap, r, W, np.zeros((3, 8), dtype), 2, 8, 4, np.dtype(np.int64 if dtype == np.float64 else np.int32))
     for sig in kernel.signatures:
         asm = kernel.inspect_asm(sig)
         name = str(sig[0].dtype)

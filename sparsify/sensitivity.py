@@ -96,21 +96,23 @@ if numba.config.DISABLE_JIT:  # kernels run as plain Python: an ordinary array w
 
 # --- the max-times kernel ----------------------------------------------------------
 @njit(parallel=True, fastmath=True)
-def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x):
+def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x, mask_dtype):
     """``R[i, j] = max(R[i, j], max_x A[x, j] * r[side, i, x])``, side = + if ``W[i, j] > 0`` else -.
 
     Ap: (n_tiles, n_points, tile_j) the input block A >= 0 packed in column tiles
     (``Ap[t, x, :] = A[x, t*tile_j : (t+1)*tile_j]``, zero-padded);
     rT: (2, n_out, n_points) reciprocals ``r+`` and ``r-`` (>= 0), point index last;
     W: (n_out, n_in) weights (only their signs are read); R: (n_out, n_in) running
-    maxima, updated in place. ``tile_j <= _TILE_J_CAPACITY``.
+    maxima, updated in place. ``tile_j <= _TILE_J_CAPACITY``; ``mask_dtype``: the
+    signed integer dtype of A's width (int64 for float64, int32 for float32).
 
     Parallel over (neuron tile, input tile) tasks; each task owns its block of
     ``R``, so no two threads write one entry and the result does not depend on
     the thread count. Inside a task, a step handles 2 neurons x 4 points for a
     run of ``tile_j`` contiguous inputs. The side is chosen per element, not
-    computed twice: a sign mask per neuron (``+1``/``-1`` by the sign of ``W``,
-    built once per block) selects ``r+`` or ``r-`` with a vector blend, so each
+    computed twice: an integer mask per neuron (-1 where ``W > 0``, else 0, of
+    A's width, built once per block) selects ``r+`` or ``r-`` with a vector blend
+    that reads the mask's sign bit directly (no compare), so each
     (neuron, input, point) costs one blend, one multiply and one max. The inner
     ``j`` loop is contiguous and vectorised by LLVM into vblendvpd/vmulpd/vmaxpd
     (ps for float32) on full vector registers; each accumulator load/store is
@@ -131,8 +133,8 @@ def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x):
         # accumulators and sign masks of neurons a and b over `width` inputs
         acc_a = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
         acc_b = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
-        neg_a = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
-        neg_b = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
+        neg_a = _stack_buffer(_TILE_J_CAPACITY, mask_dtype)
+        neg_b = _stack_buffer(_TILE_J_CAPACITY, mask_dtype)
         for x_lo in range(0, n_points, tile_x):
             x_hi = min(x_lo + tile_x, n_points)
             for ia in range(i_lo, i_hi, 2):
@@ -144,8 +146,8 @@ def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x):
                 for j in range(width):
                     acc_a[j] = Ra[j]
                     acc_b[j] = Rb[j]
-                    neg_a[j] = -1.0 if Wa[j] > 0 else 1.0  # < 0 selects r+
-                    neg_b[j] = -1.0 if Wb[j] > 0 else 1.0
+                    neg_a[j] = -1 if Wa[j] > 0 else 0  # < 0 (sign bit set) selects r+
+                    neg_b[j] = -1 if Wb[j] > 0 else 0
                 rpa = rT[0, ia]
                 rna = rT[1, ia]
                 rpb = rT[0, ib]
@@ -241,6 +243,7 @@ class _LayerMaxima:
         np.minimum(W, 0, out=self.stacked[n_out:])
         self.R = np.zeros(W.shape, dtype=W.dtype)
         self.tiles = dict(tiles)
+        self.mask_dtype = np.dtype(np.int64 if W.dtype.itemsize == 8 else np.int32)  # see _max_times
         if self.tiles["tile_j"] is None:
             self.tiles["tile_j"] = 4096 // W.dtype.itemsize
 
@@ -267,7 +270,8 @@ class _LayerMaxima:
     def _update_nonnegative(self, A: np.ndarray) -> None:
         r = _side_reciprocals(self.stacked, A)
         Ap = _pack_columns(A, self.tiles["tile_j"])
-        _max_times(Ap, r, self.W, self.R, self.tiles["tile_i"], self.tiles["tile_j"], self.tiles["tile_x"])
+        _max_times(Ap, r, self.W, self.R, self.tiles["tile_i"], self.tiles["tile_j"], self.tiles["tile_x"],
+                   self.mask_dtype)
 
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
