@@ -45,10 +45,10 @@ from ._config import njit, prange
 DEFAULT_CHUNK_SIZE = 512
 
 #: cache tiles of the max-times kernel: neurons per parallel task (``tile_i``),
-#: inputs per task (``tile_j``, at most ``_TILE_J_CAPACITY``; None: 4 KiB of a
-#: row, 512 float64 or 1024 float32) and points per block kept in cache while a
-#: task sweeps its neurons (``tile_x``). Passed to the kernel as arguments;
-#: docs/performance.md shows how they were chosen.
+#: inputs per task (``tile_j``, at most ``_TILE_J_CAPACITY``; None: the whole row
+#: up to that, so layers with at most 1024 inputs need no packed copy of A) and
+#: points per block kept in cache while a task sweeps its neurons (``tile_x``).
+#: Passed to the kernel as arguments; docs/performance.md shows how they were chosen.
 DEFAULT_TILES = {"tile_i": 16, "tile_j": None, "tile_x": 512}
 
 #: size of the kernel's four stack buffers (elements). A structural constant,
@@ -201,11 +201,12 @@ def _z_reciprocals(stacked, AT, r, parts):
     for p in prange(parts):
         lo = (p * m) // parts
         hi = ((p + 1) * m) // parts
-        Z = np.dot(stacked[lo:hi], AT)
+        Z = r[lo:hi]
+        np.dot(stacked[lo:hi], AT, Z)  # Z in place, then its reciprocals
         for i in range(hi - lo):
             for x in range(Z.shape[1]):
                 q = 1 / abs(Z[i, x])  # inf for 0 and for subnormal Z
-                r[lo + i, x] = q if q < np.inf else 0
+                Z[i, x] = q if q < np.inf else 0
 
 
 def _side_reciprocals(stacked: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -222,9 +223,15 @@ def _side_reciprocals(stacked: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 
 def _pack_columns(A: np.ndarray, tile_j: int) -> np.ndarray:
-    """``Ap[t, x, :] = A[x, t*tile_j : (t+1)*tile_j]``, zero-padded: each column tile contiguous."""
+    """``Ap[t, x, :] = A[x, t*tile_j : (t+1)*tile_j]``, zero-padded: each column tile contiguous.
+
+    With one tile the kernel reads only ``n_in`` entries of a row, so a
+    C-contiguous ``A`` is passed as it is (a view, no copy).
+    """
     n_points, n_in = A.shape
     n_tiles = -(-n_in // tile_j)
+    if n_tiles == 1 and A.flags.c_contiguous:
+        return A.reshape(1, n_points, n_in)
     Ap = np.zeros((n_tiles, n_points, tile_j), dtype=A.dtype)
     for t in range(n_tiles):
         cols = A[:, t * tile_j:(t + 1) * tile_j]
@@ -245,7 +252,7 @@ class _LayerMaxima:
         self.tiles = dict(tiles)
         self.mask_dtype = np.dtype(np.int64 if W.dtype.itemsize == 8 else np.int32)  # see _max_times
         if self.tiles["tile_j"] is None:
-            self.tiles["tile_j"] = 4096 // W.dtype.itemsize
+            self.tiles["tile_j"] = _TILE_J_CAPACITY
 
     def update(self, A: np.ndarray) -> None:
         """Fold one block ``A`` (points x n_in, finite) into the running maxima.
