@@ -81,18 +81,18 @@ def row_parts(n_rows: int) -> int:
     return parts
 
 
-def row_block(n_rows: int, parts: int, p: int) -> tuple[int, int]:
-    """Rows ``lo:hi`` of block ``p`` of ``parts`` (nearly equal, contiguous)."""
+@njit
+def row_block(n_rows, parts, p):
+    """Rows ``lo:hi`` of block ``p`` of ``parts`` (nearly equal, contiguous); the one
+    block rule of every kernel that splits a product."""
     return (p * n_rows) // parts, ((p + 1) * n_rows) // parts
 
 
 @njit(parallel=True)
 def _matmul_rows(left, right, out, parts):
-    """``out = left @ right``, one BLAS call per row block of ``left`` (blocks as in :func:`row_block`)."""
-    m = left.shape[0]
+    """``out = left @ right``, one BLAS call per row block of ``left`` (:func:`row_block`)."""
     for p in prange(parts):
-        lo = (p * m) // parts
-        hi = ((p + 1) * m) // parts
+        lo, hi = row_block(left.shape[0], parts, p)
         np.dot(left[lo:hi], right, out[lo:hi])
 
 

@@ -69,7 +69,7 @@ def _side_sums(W, values, out):
 
 def side_stats(W: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-side weight count ``nnz`` and sensitivity mass ``S_i = sum_j s_ij``, each (n_out, 2)."""
-    nnz = side_sums(W, W != 0).astype(np.int64)
+    nnz = side_sums(W, W != 0)  # int64 counts
     mass = side_sums(W, s)
     return nnz, mass
 

@@ -163,7 +163,7 @@ class _Plan:
             dead = self.dead[self.offsets[k]:self.offsets[k + 1]].reshape(-1, 2)
             demoted.append(np.where(W > 0, dead[:, :1], np.where(W < 0, dead[:, 1:], False)))
         masks = alloc.global_top_b(self.s_list, B, eligible, demoted)
-        return np.concatenate([alloc.side_sums(W, mk).ravel() for mk, W in zip(masks, self.weights)]).astype(np.int64)
+        return np.concatenate([alloc.side_sums(W, mk).ravel() for mk, W in zip(masks, self.weights)])  # int64 counts
 
     # --- the treatment of every side at given targets (no randomness) ---------------
     def plan(self, method: str, m: np.ndarray):

@@ -37,7 +37,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _blas
-from ._blas import row_parts, single_threaded_blas
+from ._blas import row_block, row_parts, single_threaded_blas
 from ._config import njit, prange
 
 #: points per block of S (see "Streaming" above); results are bit-identical for
@@ -197,10 +197,8 @@ def _z_reciprocals(stacked, AT, r, parts):
     overflowing ``Z = inf`` gives 0 as well (``W A / inf = 0`` in the reference).
     All three contribute nothing (``g = 0``).
     """
-    m = stacked.shape[0]
     for p in prange(parts):
-        lo = (p * m) // parts
-        hi = ((p + 1) * m) // parts
+        lo, hi = row_block(stacked.shape[0], parts, p)
         Z = r[lo:hi]
         np.dot(stacked[lo:hi], AT, Z)  # Z in place, then its reciprocals
         for i in range(hi - lo):
