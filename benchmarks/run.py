@@ -159,20 +159,20 @@ def bench_layer(shapes, repeats) -> list:
         for points, n_in, n_out, signed in shapes:
             A, W = _layer(points, n_in, n_out, dtype, signed)
             res = paired(lambda: sens._sensitivity_layer(A, W), lambda: A @ W.T, repeats)
-            # breakdown of one block: the Z GEMM (as sensitivity runs it) and the max-times kernel
+            # breakdown of one block: transpose + the Z GEMM (as sensitivity runs them) and the max-times kernel
             block = np.ascontiguousarray(np.maximum(A[:sens.DEFAULT_CHUNK_SIZE], 0))
             acc = sens._LayerMaxima(W, sens.DEFAULT_TILES)
+            AT, r = acc.buffers(block.shape[0])
 
             def z_step():
                 with single_threaded_blas():
-                    return sens._side_reciprocals(acc.stacked, block)
+                    sens._transpose_part(block, AT, 0)
+                    sens._z_reciprocals(acc.stacked, AT, r, sens.row_parts(r.shape[0], sens.Z_ROWS_PER_PART))
 
             t_z = median_time(z_step, repeats)
-            r = z_step()
             tiles = acc.tiles
-            Ap = sens._pack_columns(block, tiles["tile_j"])
-            t_k = median_time(lambda: sens._max_times(Ap, r, acc.W, acc.R, tiles["tile_i"], tiles["tile_j"],
-                                                       tiles["tile_x"], acc.mask_dtype), repeats)
+            t_k = median_time(lambda: sens._max_times(AT, r, acc.stacked, acc.R, tiles["tile_i"], tiles["tile_j"],
+                                                       tiles["tile_x"]), repeats)
             t_g = median_time(lambda: block @ W.T, repeats)
             rows.append({
                 "dtype": np.dtype(dtype).name, "points": points, "n_in": n_in, "n_out": n_out,
@@ -352,7 +352,7 @@ _ASM_OPS = ("vmulpd", "vmaxpd", "vmulps", "vmaxps", "vmaskmov", "vblendv")
 
 
 def _hot_loop(asm: str) -> list:
-    """The basic block of the assembly with the most vector max instructions (the inner ``j`` loop)."""
+    """The basic block of the assembly with the most vector max instructions (the loop over points)."""
     blocks, current = [], []
     for line in asm.splitlines():
         if re.match(r"^\.LBB", line):
@@ -365,16 +365,15 @@ def _hot_loop(asm: str) -> list:
 
 def inspect_kernel() -> dict:
     """Count vector instructions on ymm registers in a fresh (uncached) compile of the kernel."""
+    from sparsify import _maxtimes
     from sparsify._config import njit
 
-    sens = importlib.import_module("sparsify.sensitivity")
-    kernel = njit(parallel=True, fastmath=True, cache=False)(sens._max_times.py_func)
+    kernel = njit(parallel=True, cache=False)(_maxtimes.max_times.py_func)
     out = {}
     for dtype in (np.float64, np.float32):
-        Ap = np.zeros((1, 4, 8), dtype)
-        r = np.zeros((2, 3, 4), dtype)
-        W = np.zeros((3, 8), dtype)
-        kernel(Ap, r, W, np.zeros((3, 8), dtype), 2, 8, 4, np.dtype(np.int64 if dtype == np.float64 else np.int32))
+        n, m = _maxtimes.TILE_I, _maxtimes.TILE_J
+        kernel(np.zeros((m, 8), dtype), np.zeros((2 * n, 8), dtype), np.zeros((2 * n, m), dtype),
+               np.zeros((n, m), dtype), n, m, 8)
     for sig in kernel.signatures:
         asm = kernel.inspect_asm(sig)
         name = str(sig[0].dtype)
@@ -389,6 +388,7 @@ def inspect_kernel() -> dict:
         counts["hot_loop"] = {
             "instructions": len(loop),
             "ymm_mul": sum(bool(re.match(r"vmulp[sd]\s.*%ymm", ln)) for ln in loop),
+            "ymm_mul_from_memory": sum(bool(re.match(r"vmulp[sd]\s+-?\d*\(.*%ymm", ln)) for ln in loop),
             "ymm_max": sum(bool(re.match(r"vmaxp[sd]\s.*%ymm", ln)) for ln in loop),
             "ymm_blend": sum(bool(re.match(r"vblendvp[sd]\s.*%ymm", ln)) for ln in loop),
             "ymm_loads": sum(bool(re.match(r"vmovup[sd]\s+-?\d*\(.*%ymm\d+$", ln)) for ln in loop),
@@ -489,15 +489,16 @@ def report(results: dict) -> str:
             f"   prune {pr['seconds'] * 1e3:.1f} ms, sensitivity {pr['baseline_seconds'] * 1e3:.1f} ms: "
             f"ratio {pr['ratio']:.2f} (target <= 3 {_ok(pr['ratio'] <= 3)})"
         )
-    lines += ["", "assembly of _max_times (instructions on ymm registers; fresh compile):"]
+    lines += ["", "assembly of the max-times kernel (sparsify._maxtimes; instructions on ymm registers; fresh compile):"]
     for name, counts in results["asm"].items():
         hot = counts["hot_loop"]
         whole = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "hot_loop")
         lines.append(f"   {name}: whole kernel: {whole}")
         lines.append(
-            f"   {name}: inner j loop: {hot['instructions']} instructions, {hot['ymm_blend']} blend + "
-            f"{hot['ymm_mul']} mul + {hot['ymm_max']} max on ymm, {hot['ymm_loads']} ymm loads + {hot['ymm_stores']} ymm stores "
-            f"(more loads folded into the max/mul operands), {hot['scalar_ops']} scalar FP ops"
+            f"   {name}: loop over points: {hot['instructions']} instructions, {hot['ymm_mul']} mul "
+            f"({hot['ymm_mul_from_memory']} reading r from memory) + {hot['ymm_max']} max on ymm, "
+            f"{hot['ymm_loads']} ymm loads, {hot['ymm_stores']} ymm stores, {hot['ymm_blend']} blends, "
+            f"{hot['scalar_ops']} scalar FP ops"
         )
     return "\n".join(lines)
 

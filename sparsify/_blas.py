@@ -71,12 +71,12 @@ def single_threaded_blas():
         limiter.restore_original_limits()
 
 
-def row_parts(n_rows: int) -> int:
+def row_parts(n_rows: int, rows_per_part: int = ROWS_PER_PART) -> int:
     """The number of row blocks for ``n_rows`` rows: the smallest power of two with
-    at most :data:`ROWS_PER_PART` rows per block (powers of two divide evenly
+    at most ``rows_per_part`` rows per block (powers of two divide evenly
     among 2, 4, 8, ... threads)."""
     parts = 1
-    while parts * ROWS_PER_PART < n_rows:
+    while parts * rows_per_part < n_rows:
         parts *= 2
     return parts
 

@@ -1,7 +1,7 @@
 """Empirical sensitivity ``s_ij = max_x g_ij(x)`` (DESIGN §2 items 1–5).
 
 Public function :func:`sensitivity`, fast path ``_sensitivity_layer`` and its
-Numba kernel ``_max_times``; the readable twin is
+Numba kernel :func:`sparsify._maxtimes.max_times` (``_max_times`` here); the readable twin is
 :func:`sparsify.reference.sensitivity_layer`. docs/performance.md explains the
 kernel's design and measured speed.
 
@@ -11,6 +11,9 @@ likewise for ``W_ij < 0`` with ``|W_ij|`` and ``r- = 1/|Z-|``. Both parts of
 ``Z`` come from one product with the stacked weights ``[W+; W-]``. The
 max-times product ``R_ij = max_x r^{sign W_ij}_xi A_xj`` has GEMM shape and runs
 in the kernel, which never materialises the (points x out x in) tensor of ``g``.
+Both products read the block of points transposed, ``AT`` (inputs x points),
+and write ``r`` with points last, so the kernel runs over points in its vector
+lanes and picks the side of edge ``(i, j)`` once, as the row of ``r`` it reads.
 
 Threads. All parallel work of :func:`sensitivity` runs on Numba's threads: the
 products (``Z`` and the trace's forward passes) are fixed row blocks of
@@ -22,166 +25,74 @@ counted over the whole of S (a block may join the end of one user batch to the
 start of the next). Every block is traced, multiplied and reduced the same way
 whatever batches S arrived in, and a maximum does not depend on the order or
 grouping of its terms, so the result is bit-identical for every split of S into
-batches. The running state per layer is one array ``R`` shaped like ``W``:
-memory does not grow with |S|.
+batches. The running state per layer is one array ``R`` shaped like ``W``
+(padded to whole register tiles): memory does not grow with |S|.
 """
 from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
 
-import numba
 import numpy as np
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from . import _blas
 from ._blas import row_block, row_parts, single_threaded_blas
 from ._config import njit, prange
+from ._maxtimes import POINT_MULTIPLE, TILE_I, TILE_J
+from ._maxtimes import max_times as _max_times
 
 #: points per block of S (see "Streaming" above); results are bit-identical for
 #: every split of S into batches at a fixed chunk size.
 DEFAULT_CHUNK_SIZE = 512
 
-#: cache tiles of the max-times kernel: neurons per parallel task (``tile_i``),
-#: inputs per task (``tile_j``, at most ``_TILE_J_CAPACITY``; None: the whole row
-#: up to that, so layers with at most 1024 inputs need no packed copy of A) and
-#: points per block kept in cache while a task sweeps its neurons (``tile_x``).
-#: Passed to the kernel as arguments; docs/performance.md shows how they were chosen.
-DEFAULT_TILES = {"tile_i": 16, "tile_j": None, "tile_x": 512}
+#: cache tiles of the max-times kernel: neurons (``tile_i``) and inputs
+#: (``tile_j``) of one parallel task, and points per cache block (``tile_x``;
+#: None: 2 KiB of a row, 256 float64 or 512 float32 points), so that the ``r``
+#: rows of one register tile stay in L1 while the task sweeps its inputs. They are
+#: rounded up to whole register tiles (``TILE_I`` neurons, ``TILE_J`` inputs,
+#: ``POINT_MULTIPLE`` points), change speed only, never a bit, and are passed to
+#: the kernel as arguments; docs/performance.md shows how they were chosen.
+DEFAULT_TILES = {"tile_i": 24, "tile_j": 128, "tile_x": None}
 
-#: size of the kernel's four stack buffers (elements). A structural constant,
-#: not a tunable: a stack buffer's size must be known when the kernel compiles.
-_TILE_J_CAPACITY = 1024
+#: bytes of a row of ``r`` and ``AT`` per cache block when ``tile_x`` is None
+_TILE_X_BYTES = 2048
+
+#: the Z product ``[W+; W-] @ AT`` is split into row blocks of at most this many
+#: rows (fixed by the shape, so no bit depends on a thread count); larger than
+#: :data:`sparsify._blas.ROWS_PER_PART` because fewer, larger BLAS calls measured
+#: 5-15% faster here for the 600-row Z of a 300-neuron layer (2 blocks instead of 4)
+Z_ROWS_PER_PART = 512
+
+#: one cache line: each row of ``AT`` and ``r`` is padded by this much, so that
+#: rows of 512 float64 points (4 KiB apart) do not all fall into the same L1 sets
+_ROW_PAD_BYTES = 64
 
 
-# --- a stack buffer for the kernel's accumulators ------------------------------
-@intrinsic
-def _stack_buffer(typingctx, size, dtype):
-    """A 1-D C array of ``size`` (a compile-time constant) elements on the stack.
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
-    LLVM knows that a stack buffer cannot overlap any argument array, so the
-    loop that updates it vectorises without run-time overlap checks (Numba gives
-    array arguments no ``noalias``). The buffer lives in the entry block of the
-    enclosing function and holds garbage until written.
+
+@njit(parallel=True)
+def _transpose_part(A, AT, part):
+    """``AT[j, x]`` = ``A[x, j]`` (part 0), ``max(A[x, j], 0)`` (part +1) or ``max(-A[x, j], 0)`` (part -1).
+
+    AT: (>= n_in, >= n_points); its rows and columns beyond A's are set to 0.
+    Parallel over blocks of 32 rows of AT, each written in 32 x 32 tiles.
     """
-    if not isinstance(size, types.IntegerLiteral):
-        return None
-    n = size.literal_value
-    arrty = types.Array(dtype.dtype, 1, "C")
-
-    def codegen(context, builder, sig, args):
-        elem = context.get_value_type(dtype.dtype)
-        data = cgutils.alloca_once(builder, elem, size=context.get_constant(types.intp, n))
-        ary = context.make_array(arrty)(context, builder)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(elem))
-        context.populate_array(
-            ary,
-            data=data,
-            shape=cgutils.pack_array(builder, [context.get_constant(types.intp, n)]),
-            strides=cgutils.pack_array(builder, [itemsize]),
-            itemsize=itemsize,
-            meminfo=None,
-        )
-        return ary._getvalue()
-
-    return arrty(size, dtype), codegen
-
-
-if numba.config.DISABLE_JIT:  # kernels run as plain Python: an ordinary array will do
-    def _stack_buffer(size, dtype):  # noqa: F811
-        return np.empty(size, dtype)
-
-
-# --- the max-times kernel ----------------------------------------------------------
-@njit(parallel=True, fastmath=True)
-def _max_times(Ap, rT, W, R, tile_i, tile_j, tile_x, mask_dtype):
-    """``R[i, j] = max(R[i, j], max_x A[x, j] * r[side, i, x])``, side = + if ``W[i, j] > 0`` else -.
-
-    Ap: (n_tiles, n_points, tile_j) the input block A >= 0 packed in column tiles
-    (``Ap[t, x, :] = A[x, t*tile_j : (t+1)*tile_j]``, zero-padded);
-    rT: (2, n_out, n_points) reciprocals ``r+`` and ``r-`` (>= 0), point index last;
-    W: (n_out, n_in) weights (only their signs are read); R: (n_out, n_in) running
-    maxima, updated in place. ``tile_j <= _TILE_J_CAPACITY``; ``mask_dtype``: the
-    signed integer dtype of A's width (int64 for float64, int32 for float32).
-
-    Parallel over (neuron tile, input tile) tasks; each task owns its block of
-    ``R``, so no two threads write one entry and the result does not depend on
-    the thread count. Inside a task, a step handles 2 neurons x 4 points for a
-    run of ``tile_j`` contiguous inputs. The side is chosen per element, not
-    computed twice: an integer mask per neuron (-1 where ``W > 0``, else 0, of
-    A's width, built once per block) selects ``r+`` or ``r-`` with a vector blend
-    that reads the mask's sign bit directly (no compare), so each
-    (neuron, input, point) costs one blend, one multiply and one max. The inner
-    ``j`` loop is contiguous and vectorised by LLVM into vblendvpd/vmulpd/vmaxpd
-    (ps for float32) on full vector registers; each accumulator load/store is
-    shared by 4 points. Odd neuron and point counts repeat the last neuron or
-    point, which a maximum ignores.
-    """
-    n_tiles, n_points = Ap.shape[0], Ap.shape[1]
-    n_out, n_in = R.shape
-    n_itiles = (n_out + tile_i - 1) // tile_i
-    for task in prange(n_itiles * n_tiles):
-        it = task // n_tiles
-        jt = task - it * n_tiles
-        i_lo = it * tile_i
-        i_hi = min(i_lo + tile_i, n_out)
-        j0 = jt * tile_j
-        width = min(tile_j, n_in - j0)
-        panel = Ap[jt]
-        # accumulators and sign masks of neurons a and b over `width` inputs
-        acc_a = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
-        acc_b = _stack_buffer(_TILE_J_CAPACITY, Ap.dtype)
-        neg_a = _stack_buffer(_TILE_J_CAPACITY, mask_dtype)
-        neg_b = _stack_buffer(_TILE_J_CAPACITY, mask_dtype)
-        for x_lo in range(0, n_points, tile_x):
-            x_hi = min(x_lo + tile_x, n_points)
-            for ia in range(i_lo, i_hi, 2):
-                ib = min(ia + 1, i_hi - 1)
-                Ra = R[ia, j0:]
-                Rb = R[ib, j0:]
-                Wa = W[ia, j0:]
-                Wb = W[ib, j0:]
-                for j in range(width):
-                    acc_a[j] = Ra[j]
-                    acc_b[j] = Rb[j]
-                    neg_a[j] = -1 if Wa[j] > 0 else 0  # < 0 (sign bit set) selects r+
-                    neg_b[j] = -1 if Wb[j] > 0 else 0
-                rpa = rT[0, ia]
-                rna = rT[1, ia]
-                rpb = rT[0, ib]
-                rnb = rT[1, ib]
-                for x in range(x_lo, x_hi, 4):
-                    x1 = min(x + 1, x_hi - 1)
-                    x2 = min(x + 2, x_hi - 1)
-                    x3 = min(x + 3, x_hi - 1)
-                    a0 = panel[x]
-                    a1 = panel[x1]
-                    a2 = panel[x2]
-                    a3 = panel[x3]
-                    pa0, pa1, pa2, pa3 = rpa[x], rpa[x1], rpa[x2], rpa[x3]
-                    na0, na1, na2, na3 = rna[x], rna[x1], rna[x2], rna[x3]
-                    pb0, pb1, pb2, pb3 = rpb[x], rpb[x1], rpb[x2], rpb[x3]
-                    nb0, nb1, nb2, nb3 = rnb[x], rnb[x1], rnb[x2], rnb[x3]
-                    for j in range(width):
-                        v0 = a0[j]
-                        v1 = a1[j]
-                        v2 = a2[j]
-                        v3 = a3[j]
-                        # the old value sits inside the max tree, not at its root:
-                        # `acc = max(m, acc)` would be turned into a masked store
-                        pos = neg_a[j] < 0
-                        acc_a[j] = max(max(acc_a[j], v0 * (pa0 if pos else na0)),
-                                       max(v1 * (pa1 if pos else na1),
-                                           max(v2 * (pa2 if pos else na2), v3 * (pa3 if pos else na3))))
-                        pos = neg_b[j] < 0
-                        acc_b[j] = max(max(acc_b[j], v0 * (pb0 if pos else nb0)),
-                                       max(v1 * (pb1 if pos else nb1),
-                                           max(v2 * (pb2 if pos else nb2), v3 * (pb3 if pos else nb3))))
-                for j in range(width):
-                    Ra[j] = acc_a[j]
-                    Rb[j] = acc_b[j]
+    n_points, n_in = A.shape
+    rows, cols = AT.shape
+    for jb in prange((rows + 31) // 32):
+        j_lo = jb * 32
+        j_hi = min(j_lo + 32, rows)
+        j_in = min(j_hi, n_in)
+        for x_lo in range(0, n_points, 32):
+            x_hi = min(x_lo + 32, n_points)
+            for j in range(j_lo, j_in):
+                for x in range(x_lo, x_hi):
+                    v = A[x, j]
+                    AT[j, x] = v if part == 0 else (max(v, 0) if part > 0 else max(-v, 0))
+        for j in range(j_lo, j_hi):  # padding
+            AT[j, n_points if j < n_in else 0:] = 0
 
 
 # --- one layer: running maxima over blocks of S --------------------------------------
@@ -207,50 +118,37 @@ def _z_reciprocals(stacked, AT, r, parts):
                 Z[i, x] = q if q < np.inf else 0
 
 
-def _side_reciprocals(stacked: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """``r[0] = 1/Z+`` and ``r[1] = 1/|Z-|`` (0 where not finite), shape (2, n_out, points).
-
-    One GEMM with the stacked weights ``[W+; W-]`` gives both parts of ``Z``
-    (rows of ``Z+`` then ``Z-``), in :func:`sparsify._blas.row_parts` blocks.
-    Run it inside :func:`sparsify._blas.single_threaded_blas`.
-    """
-    rows, points = stacked.shape[0], A.shape[0]
-    r = np.empty((rows, points), dtype=A.dtype)
-    _z_reciprocals(stacked, A.T, r, row_parts(rows))
-    return r.reshape(2, rows // 2, points)
-
-
-def _pack_columns(A: np.ndarray, tile_j: int) -> np.ndarray:
-    """``Ap[t, x, :] = A[x, t*tile_j : (t+1)*tile_j]``, zero-padded: each column tile contiguous.
-
-    With one tile the kernel reads only ``n_in`` entries of a row, so a
-    C-contiguous ``A`` is passed as it is (a view, no copy).
-    """
-    n_points, n_in = A.shape
-    n_tiles = -(-n_in // tile_j)
-    if n_tiles == 1 and A.flags.c_contiguous:
-        return A.reshape(1, n_points, n_in)
-    Ap = np.zeros((n_tiles, n_points, tile_j), dtype=A.dtype)
-    for t in range(n_tiles):
-        cols = A[:, t * tile_j:(t + 1) * tile_j]
-        Ap[t, :, :cols.shape[1]] = cols
-    return Ap
-
-
 class _LayerMaxima:
-    """Running ``R_ij = max_x r^{sign W_ij}_xi A_xj`` of one layer over blocks of S."""
+    """Running ``R_ij = max_x r^{sign W_ij}_xi A_xj`` of one layer over blocks of S.
+
+    Padded to whole register tiles: ``n_out`` up to a multiple of ``TILE_I``,
+    ``n_in`` of ``TILE_J``, with zero weights, whose rows of ``r`` and ``AT`` are
+    zero; :meth:`result` returns the unpadded ``s``.
+    """
 
     def __init__(self, W: np.ndarray, tiles: dict):
         self.W = np.ascontiguousarray(W)
-        n_out = W.shape[0]
-        self.stacked = np.empty((2 * n_out, W.shape[1]), dtype=W.dtype)  # [W+; W-]
-        np.maximum(W, 0, out=self.stacked[:n_out])
-        np.minimum(W, 0, out=self.stacked[n_out:])
-        self.R = np.zeros(W.shape, dtype=W.dtype)
-        self.tiles = dict(tiles)
-        self.mask_dtype = np.dtype(np.int64 if W.dtype.itemsize == 8 else np.int32)  # see _max_times
-        if self.tiles["tile_j"] is None:
-            self.tiles["tile_j"] = _TILE_J_CAPACITY
+        n_out, n_in = W.shape
+        self.n_out = _round_up(n_out, TILE_I)
+        self.n_in = _round_up(n_in, TILE_J)
+        # [W+; W-], each padded to self.n_out rows and self.n_in columns; R = 0
+        self.stacked = np.empty((2 * self.n_out, self.n_in), dtype=W.dtype)
+        self.R = np.empty((self.n_out, self.n_in), dtype=W.dtype)
+        _prepare(self.W, self.stacked, self.R)
+        itemsize = W.dtype.itemsize
+        tile_x = tiles["tile_x"] if tiles["tile_x"] is not None else _TILE_X_BYTES // itemsize
+        self.tiles = {"tile_i": _round_up(tiles["tile_i"], TILE_I), "tile_j": _round_up(tiles["tile_j"], TILE_J),
+                      "tile_x": _round_up(tile_x, POINT_MULTIPLE)}
+        self._pad = _ROW_PAD_BYTES // itemsize
+        self._buffers = {}  # padded point count -> (AT, r), reused block after block
+
+    def buffers(self, n_points: int):
+        """``AT`` (n_in, P) and ``r`` (2 n_out, P) for a block of ``n_points``, P padded."""
+        P = _round_up(n_points, POINT_MULTIPLE) + self._pad
+        if P not in self._buffers:
+            dt = self.W.dtype
+            self._buffers[P] = (np.empty((self.n_in, P), dtype=dt), np.empty((2 * self.n_out, P), dtype=dt))
+        return self._buffers[P]
 
     def update(self, A: np.ndarray) -> None:
         """Fold one block ``A`` (points x n_in, finite) into the running maxima.
@@ -267,27 +165,47 @@ class _LayerMaxima:
         if A.shape[0] == 0:
             return
         if A.min() < 0:
-            self._update_nonnegative(np.maximum(A, 0))
-            self._update_nonnegative(np.maximum(-A, 0))
+            self._update_part(A, +1)
+            self._update_part(A, -1)
         else:
-            self._update_nonnegative(A)
+            self._update_part(A, 0)
+
+    def _update_part(self, A: np.ndarray, part: int) -> None:
+        """One GEMM and one max-times pass for ``A`` (part 0), ``max(A, 0)`` (+1) or ``max(-A, 0)`` (-1)."""
+        AT, r = self.buffers(A.shape[0])
+        _transpose_part(A, AT, part)
+        _z_reciprocals(self.stacked, AT, r, row_parts(r.shape[0], Z_ROWS_PER_PART))
+        t = self.tiles
+        _max_times(AT, r, self.stacked, self.R, t["tile_i"], t["tile_j"], t["tile_x"])
 
     def _update_nonnegative(self, A: np.ndarray) -> None:
-        r = _side_reciprocals(self.stacked, A)
-        Ap = _pack_columns(A, self.tiles["tile_j"])
-        _max_times(Ap, r, self.W, self.R, self.tiles["tile_i"], self.tiles["tile_j"], self.tiles["tile_x"],
-                   self.mask_dtype)
+        """Fold a block with no negative entry (the unsplit path)."""
+        self._update_part(A, 0)
 
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
-        s = np.empty_like(self.R)
+        s = np.empty_like(self.W)
         _finish(self.W, self.R, s)
         return s
 
 
+@njit(parallel=True)
+def _prepare(W, stacked, R):
+    """``stacked = [W+; W-]`` (``W+ = max(W, 0)``, ``W- = min(W, 0)``), each half zero-padded
+    to ``R``'s shape, and ``R = 0``, in one parallel pass."""
+    n_out, n_in = W.shape
+    half, cols = R.shape
+    for i in prange(half):
+        for j in range(cols):
+            w = W[i, j] if i < n_out and j < n_in else 0
+            stacked[i, j] = max(w, 0)
+            stacked[half + i, j] = min(w, 0)
+            R[i, j] = 0
+
+
 @njit(parallel=True)  # no fast-math: "nsz" would drop the + 0 below
 def _finish(W, R, s):
-    """``s = min(|W| * R, 1) + 0`` in one pass.
+    """``s = min(|W| * R, 1) + 0`` in one pass (R may be padded beyond W's shape).
 
     ``W * (A * (1/Z))`` can exceed ``W * A / Z = 1`` by an ulp, hence the clamp;
     adding 0 turns -0.0 into +0.0, so zero has one representation and bytes compare equal.
@@ -306,16 +224,12 @@ def _check_tiles(tiles) -> dict:
     for key, value in tiles.items():
         if key not in DEFAULT_TILES:
             raise ValueError(f"tiles: unknown key {key!r}; the keys are {sorted(DEFAULT_TILES)}.")
-        if key == "tile_j" and value is None:
+        if key == "tile_x" and value is None:
             out[key] = None
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"tiles[{key!r}]: expected a positive integer, got {value!r}.")
         out[key] = int(value)
-    if out["tile_j"] is not None and out["tile_j"] > _TILE_J_CAPACITY:
-        raise ValueError(
-            f"tiles['tile_j']: at most {_TILE_J_CAPACITY} (the kernel's stack buffers), got {out['tile_j']}."
-        )
     return out
 
 

@@ -1,0 +1,236 @@
+"""The max-times kernel of the sensitivity step and its register tile, written as LLVM vector code.
+
+:func:`max_times` runs the whole product ``R_ij = max_x r^{sign W_ij}_xi A_xj`` of a
+block of points in parallel tasks of register tiles; :func:`max_times_tile` is
+the tile. (Both live in this one file because Numba's on-disk cache of a
+function is invalidated by edits to its own file only.)
+
+One call of :func:`max_times_tile` updates a tile of ``TILE_I x TILE_J``
+running maxima (neurons ``i0 .. i0+TILE_I-1`` by inputs ``j0 .. j0+TILE_J-1``)
+over the points ``x_lo .. x_hi-1``::
+
+    R[i, j] = max(R[i, j], max_x AT[j, x] * r[row(i, j), x])
+
+``AT`` is the layer's input block transposed (one row per input, points
+contiguous) and ``r`` holds the reciprocals of every neuron and side (points
+contiguous): rows ``0 .. n-1`` are ``r+``, rows ``n .. 2n-1`` are ``r-``. Edge
+``(i, j)`` reads ``row(i, j) = i`` if ``W_ij > 0``, else ``n + i``, where the sign
+is read from the stacked weights ``SW = [W+; W-]`` (``SW[i, j] > 0`` exactly when
+``W_ij > 0``). The side is thus chosen once per edge, by an address, not per
+point by a blend.
+
+Why LLVM code. The loop runs over points, with the points in the vector lanes
+(4 float64 or 8 float32 in 32 bytes) and the 12 accumulators of the tile in
+vector registers for the whole run of points; per step it loads one vector of
+each of the 2 input rows and, folded into each multiply, one vector of the
+edge's ``r`` row: 12 multiplies and 12 maxima for 14 loads. Written as Numba
+source, this loop is a reduction over points that LLVM's loop vectoriser keeps
+scalar (float maxima are not reassociated without the "no NaNs" flag, which the
+project does not set) or spills. Here the loop is emitted directly as LLVM IR
+with vector types, through a Numba ``intrinsic``: generic IR, no
+target-specific intrinsics, so it compiles for any CPU LLVM targets (vector
+types wider than the hardware's are split by LLVM).
+
+Exactness. Each term is one IEEE multiply ``AT[j, x] * r[row, x]``, the same
+multiply as in the readable twin :func:`max_times_tile_py`, and the maximum of a
+set does not depend on the order in which it is taken, so the kernel and its
+twin give the same bits (``tests/test_maxtimes.py``). The maximum is
+``acc > t ? acc : t``, which x86 executes as one ``vmaxpd``/``vmaxps``; inputs
+are finite and nonnegative, so no NaN reaches it.
+
+Under ``NUMBA_DISABLE_JIT=1`` :func:`max_times_tile` is the twin.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from ._config import njit, prange
+
+#: neurons and inputs of one register tile: 12 accumulators plus 2 input vectors
+#: fit the 16 vector registers of AVX2 (structural constants: the tile is unrolled
+#: when the kernel compiles)
+TILE_I = 6
+TILE_J = 2
+
+#: bytes of one vector register the tile is written for (AVX2 ymm)
+VECTOR_BYTES = 32
+
+#: the point dimension of ``AT`` and ``r`` is padded to a multiple of this many
+#: points (a whole vector for float32 and float64), with zeros
+POINT_MULTIPLE = 8
+
+
+def lanes(dtype) -> int:
+    """Points per vector: 4 for float64, 8 for float32."""
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def max_times_tile_py(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
+    """Readable twin of :func:`max_times_tile` (same arguments, same bits)."""
+    n = SW.shape[0] // 2
+    for a in range(n_i):
+        for b in range(n_j):
+            i, j = i0 + a, j0 + b
+            row = i if SW[i, j] > 0 else n + i  # r+ for a positive weight, else r-
+            terms = AT[j, x_lo:x_hi] * r[row, x_lo:x_hi]
+            if terms.size:
+                R[i, j] = max(R[i, j], terms.max())
+
+
+def _is_c_float_matrix(ty) -> bool:
+    return (isinstance(ty, types.Array) and ty.ndim == 2 and ty.layout == "C"
+            and ty.dtype in (types.float32, types.float64))
+
+
+@intrinsic
+def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
+    """``R[i, j] = max(R[i, j], max_{x_lo <= x < x_hi} AT[j, x] * r[row(i, j), x])`` on one tile.
+
+    AT: (inputs, points) and r: (2 neurons, points), C-contiguous, one float
+    dtype, the same number of points, a multiple of the vector width; SW:
+    (2 neurons, inputs), the stacked weights ``[W+; W-]``, whose first half gives
+    the side of each edge (module docstring); R: (neurons, inputs), the running
+    maxima, updated in place;
+    ``i0, j0``: the tile's first neuron and input (the tile must lie inside R);
+    ``x_lo, x_hi``: multiples of the vector width; ``n_i, n_j``: the tile's
+    shape, compile-time integer literals. No bounds are checked: the caller
+    (:func:`max_times`) guarantees them.
+    """
+    if not (isinstance(n_i, types.IntegerLiteral) and isinstance(n_j, types.IntegerLiteral)):
+        return None
+    if not all(_is_c_float_matrix(a) for a in (AT, r, SW, R)) or not (AT.dtype == r.dtype == SW.dtype == R.dtype):
+        return None
+    I, J = n_i.literal_value, n_j.literal_value
+    dtype = AT.dtype
+    sig = types.void(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j)
+
+    def codegen(context, builder, sig, args):
+        intp_t = types.intp
+        intp = context.get_value_type(intp_t)
+        i32 = ir.IntType(32)
+
+        def const(v):
+            return ir.Constant(intp, v)
+
+        def as_intp(k):
+            return context.cast(builder, args[k], sig.args[k], intp_t)
+
+        ft = context.get_value_type(dtype)
+        itemsize = context.get_abi_sizeof(ft)
+        n_lanes = VECTOR_BYTES // itemsize
+        vt = ir.VectorType(ft, n_lanes)
+        arrays = [context.make_array(sig.args[k])(context, builder, args[k]) for k in range(4)]
+        at, rr, sw, acc = arrays
+        n_points = builder.extract_value(at.shape, 1)  # = r's row length
+        n_cols = builder.extract_value(acc.shape, 1)   # = SW's row length
+        n_half = builder.sdiv(builder.extract_value(sw.shape, 0), const(2))  # rows of r+ (= neurons)
+        zero = ir.Constant(ft, 0.0)
+        i0v, j0v, x_lo_v, x_hi_v = (as_intp(k) for k in range(4, 8))
+
+        def vload(base, x):
+            return builder.load(builder.bitcast(builder.gep(base, [x]), vt.as_pointer()), align=itemsize)
+
+        def vmax(a, b):  # a > b ? a : b, one vmaxpd/vmaxps on x86
+            return builder.select(builder.fcmp_ordered(">", a, b), a, b)
+
+        # entry: the tile's input rows, the r row of each edge, the old maxima broadcast
+        a_rows = [builder.gep(at.data, [builder.mul(builder.add(j0v, const(b)), n_points)]) for b in range(J)]
+        r_rows, cells, start = [], [], []
+        splat = ir.Constant(ir.VectorType(i32, n_lanes), [0] * n_lanes)
+        for a in range(I):
+            i = builder.add(i0v, const(a))
+            offset = builder.mul(i, n_cols)
+            for b in range(J):
+                k = builder.add(offset, builder.add(j0v, const(b)))
+                positive = builder.fcmp_ordered(">", builder.load(builder.gep(sw.data, [k])), zero)
+                which = builder.select(positive, i, builder.add(n_half, i))
+                r_rows.append(builder.gep(rr.data, [builder.mul(which, n_points)]))
+                cell = builder.gep(acc.data, [k])
+                cells.append(cell)
+                one = builder.insert_element(ir.Constant(vt, ir.Undefined), builder.load(cell), ir.Constant(i32, 0))
+                start.append(builder.shuffle_vector(one, one, splat))
+
+        entry = builder.block
+        header = builder.append_basic_block("maxtimes.header")
+        body = builder.append_basic_block("maxtimes.body")
+        done = builder.append_basic_block("maxtimes.done")
+        builder.branch(header)
+
+        builder.position_at_end(header)
+        x = builder.phi(intp)
+        x.add_incoming(x_lo_v, entry)
+        accs = []
+        for value in start:
+            phi = builder.phi(vt)
+            phi.add_incoming(value, entry)
+            accs.append(phi)
+        builder.cbranch(builder.icmp_signed("<", x, x_hi_v), body, done)
+
+        # body: one vector of points; 2 input loads, then a multiply (r load folded) and a max per edge
+        builder.position_at_end(body)
+        a_vecs = [vload(p, x) for p in a_rows]
+        new = [vmax(accs[k], builder.fmul(a_vecs[k % J], vload(r_rows[k], x))) for k in range(I * J)]
+        x.add_incoming(builder.add(x, const(n_lanes)), body)
+        for phi, value in zip(accs, new):
+            phi.add_incoming(value, body)
+        builder.branch(header)
+
+        # done: the maximum over the lanes of each accumulator, stored back
+        builder.position_at_end(done)
+        for phi, cell in zip(accs, cells):
+            v, width = phi, n_lanes
+            while width > 1:
+                width //= 2
+                lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, width), list(range(width))))
+                hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, width), list(range(width, 2 * width))))
+                v = vmax(lo, hi)
+            builder.store(builder.extract_element(v, ir.Constant(i32, 0)), cell)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+if numba.config.DISABLE_JIT:  # kernels run as plain Python: the twin is the kernel
+    max_times_tile = max_times_tile_py  # noqa: F811
+
+
+# --- the whole pass: parallel tasks of register tiles ------------------------------------
+@njit(parallel=True)
+def max_times(AT, r, SW, R, tile_i, tile_j, tile_x):
+    """``R[i, j] = max(R[i, j], max_x AT[j, x] * r^{sign W_ij}[i, x])`` for all ``(i, j)``.
+
+    AT: (n_in, n_points) the input block A >= 0 transposed; r: (2 n_out, n_points)
+    the reciprocals, rows ``0..n_out-1`` for ``r+`` and ``n_out..2 n_out-1`` for
+    ``r-``; SW: (2 n_out, n_in) the stacked weights ``[W+; W-]`` (only the signs of
+    the first half are read); R: (n_out, n_in) running maxima, updated in place. Everything is padded:
+    ``n_out`` a multiple of ``TILE_I``, ``n_in`` of ``TILE_J``, ``n_points`` of
+    ``POINT_MULTIPLE`` (with zero rows and columns, which never raise a maximum);
+    ``tile_i``, ``tile_j``, ``tile_x`` multiples of the same.
+
+    Parallel over (``tile_i`` neurons) x (``tile_j`` inputs) tasks; each task owns
+    its block of ``R``, so no two threads write one entry and the result does not
+    depend on the thread count. Inside a task, for each cache block of
+    ``tile_x`` points, each register tile of ``TILE_I`` x ``TILE_J`` edges runs
+    over the block's points in :func:`max_times_tile`; the
+    ``r`` rows of ``TILE_I`` neurons (``2 TILE_I tile_x`` values) stay in L1 while
+    the task sweeps its inputs, and the task's part of ``AT``
+    (``tile_j x tile_x``) in L2 while it sweeps its neurons.
+    """
+    n_out, n_in = R.shape
+    n_points = AT.shape[1]
+    n_itiles = (n_out + tile_i - 1) // tile_i
+    n_jtiles = (n_in + tile_j - 1) // tile_j
+    for task in prange(n_itiles * n_jtiles):
+        it = task // n_jtiles
+        jt = task - it * n_jtiles
+        i_hi = min((it + 1) * tile_i, n_out)
+        j_hi = min((jt + 1) * tile_j, n_in)
+        for x_lo in range(0, n_points, tile_x):
+            x_hi = min(x_lo + tile_x, n_points)
+            for i0 in range(it * tile_i, i_hi, TILE_I):
+                for j0 in range(jt * tile_j, j_hi, TILE_J):
+                    max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, TILE_I, TILE_J)
