@@ -102,16 +102,30 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
 
 
 def matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """``left @ right`` for 2-D float arrays of one dtype, in fixed row blocks on
+    """``left @ right`` for 2-D float arrays of one dtype, in fixed blocks on
     Numba's threads when large (BLAS limited to one thread meanwhile; a caller
     that alternates products with Numba kernels should hold
-    :func:`single_threaded_blas` around the whole loop)."""
+    :func:`single_threaded_blas` around the whole loop).
+
+    The blocks are row blocks of ``left`` (:func:`row_parts`); a product with too
+    few rows for two blocks but enough columns (a forward pass of a small batch
+    through a wide layer) is split into column blocks instead, computed as row
+    blocks of ``right.T @ left.T``. Either way the blocks depend on the shape only.
+    """
     m, k = left.shape
     n = right.shape[1]
-    parts = row_parts(m)
-    if parts == 1 or m * k * n < MIN_SPLIT_WORK or left.dtype != right.dtype:
+    if m * k * n < MIN_SPLIT_WORK or left.dtype != right.dtype:
         return left @ right
-    out = np.empty((m, n), dtype=left.dtype)
-    with single_threaded_blas():
-        _matmul_rows(np.ascontiguousarray(left), _contiguous(right), out, parts)
-    return out
+    parts = row_parts(m)
+    if parts > 1:
+        out = np.empty((m, n), dtype=left.dtype)
+        with single_threaded_blas():
+            _matmul_rows(np.ascontiguousarray(left), _contiguous(right), out, parts)
+        return out
+    col_parts = row_parts(n)
+    if col_parts > 1:
+        out_t = np.empty((n, m), dtype=left.dtype)
+        with single_threaded_blas():
+            _matmul_rows(np.ascontiguousarray(right.T), _contiguous(left.T), out_t, col_parts)
+        return np.ascontiguousarray(out_t.T)
+    return left @ right

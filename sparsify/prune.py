@@ -23,10 +23,12 @@ from ._config import njit, prange
 from ._validation import check_choice, check_keep_budget, check_positive, check_rng
 from .bounds import DEFAULT_C, DEFAULT_DELTA, _check_C, eps_rand
 from .network import Network
-from .reference import split_inputs, split_weights
+from .reference import split_inputs
 from .report import Report
 from .sampling import det_sides, draws_for_unique, rand_sides
-from .sensitivity import is_one_array, layer_inputs, sensitivity
+from ._blas import row_parts
+from .sensitivity import (DEFAULT_TILES, Z_ROWS_PER_PART, HeadBlock, _LayerMaxima, _transpose_part,
+                          sensitivity_and_head)
 
 METHODS = ("det", "rand", "hybrid")
 #: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
@@ -282,47 +284,72 @@ def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
     ``A`` is sign-split; ``Z± = A @ W±.T`` with the sign parts of ``W_hat`` taken by
     the original weight's sign. Returns (n_out, 2) with NaN for sides whose ``Z``
     is 0 at every point. Readable twin: :func:`sparsify.reference.side_errors`;
-    here the four products are one product with the stacked ``[W+; W-; Ŵ+; Ŵ-]``
-    and the maxima one pass of :func:`_side_error_max`.
+    here ``A`` becomes one :class:`~sparsify.sensitivity.HeadBlock` (the layout
+    of the sensitivity step) and :func:`head_side_errors` does the rest.
     """
-    A = split_inputs(A)
-    stacked = np.empty((4 * W.shape[0], W.shape[1]), dtype=W.dtype)
-    _stack_sides(W, np.asarray(W_hat, dtype=W.dtype), stacked)
-    Z = _blas.matmul(stacked, np.ascontiguousarray(A, dtype=W.dtype).T)  # (4 n_out, points)
-    out = np.empty((W.shape[0], 2), dtype=np.float64)
-    _side_error_max(Z, out)
+    A = np.ascontiguousarray(split_inputs(A), dtype=W.dtype)
+    acc = _LayerMaxima(W, DEFAULT_TILES)  # padded [W+; W-]; no max-times pass is run
+    AT, r = acc.buffers(A.shape[0])
+    _transpose_part(A, AT, 0)
+    Z = np.empty_like(r)
+    with single_threaded_blas():
+        _blas._matmul_rows(acc.stacked, AT, Z, acc.z_parts())
+        return head_side_errors([HeadBlock(AT, Z, A.shape[0])], W, W_hat)
+
+
+def head_side_errors(head: list, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
+    """:func:`side_errors` on the points of ``head`` (the sensitivity step's blocks, with their ``Z``).
+
+    Per block, ``Ẑ = [Ŵ+; Ŵ-] @ AT`` in the same padded layout and the same row
+    blocks as ``Z``, so the rows of a side kept whole are the same product as
+    in ``Z``, with the same bits (error exactly 0); then one pass of
+    :func:`_side_error_merge` folds the block's maxima into the result.
+    """
+    half = head[0].Z.shape[0] // 2
+    hat = np.empty((2 * half, head[0].AT.shape[0]), dtype=W.dtype)
+    _stack_hat(W, np.asarray(W_hat, dtype=W.dtype), hat)
+    parts = row_parts(hat.shape[0], Z_ROWS_PER_PART)
+    out = np.full((W.shape[0], 2), np.nan)
+    with single_threaded_blas():
+        for block in head:
+            Z_hat = np.empty_like(block.Z)
+            _blas._matmul_rows(hat, block.AT, Z_hat, parts)
+            _side_error_merge(block.Z, Z_hat, block.points, out)
     return out
 
 
 @njit(parallel=True)
-def _stack_sides(W, W_hat, out):
-    """``out = [W+; W-; Ŵ+; Ŵ-]`` with the sides taken by the sign of ``W`` (zeros elsewhere)."""
-    n = W.shape[0]
-    for i in prange(n):
-        for j in range(W.shape[1]):
-            w = W[i, j]
-            pos = w > 0
-            neg = w < 0
-            out[i, j] = w if pos else 0
-            out[n + i, j] = w if neg else 0
-            out[2 * n + i, j] = W_hat[i, j] if pos else 0
-            out[3 * n + i, j] = W_hat[i, j] if neg else 0
+def _stack_hat(W, W_hat, out):
+    """``out = [Ŵ+; Ŵ-]``, each half padded with zeros to ``out.shape[0] // 2`` rows and
+    ``out.shape[1]`` columns, the sides taken by the sign of ``W``."""
+    n_out, n_in = W.shape
+    half, cols = out.shape[0] // 2, out.shape[1]
+    for i in prange(half):
+        for j in range(cols):
+            w = W[i, j] if i < n_out and j < n_in else 0
+            v = W_hat[i, j] if i < n_out and j < n_in else 0
+            out[i, j] = v if w > 0 else 0
+            out[half + i, j] = v if w < 0 else 0
 
 
 @njit(parallel=True)
-def _side_error_max(Z, out):
-    """``out[i, c] = max_x |(|Zh| - |Z|)| / |Z|`` over points with ``Z != 0`` (NaN if none), in float64.
+def _side_error_merge(Z, Z_hat, points, out):
+    """``out[i, c] = max(out[i, c], max_x |(|Zh| - |Z|)| / |Z|)`` over the first ``points``
+    columns with ``Z != 0``, in float64; NaN in ``out`` means no such point yet.
 
-    Rows of ``Z``: ``Z+`` (n rows), ``Z-``, ``Zh+``, ``Zh-``; ``c`` = 0 for +, 1 for -.
+    Rows of ``Z`` and ``Z_hat``: the positive sides (``Z.shape[0] // 2`` rows, padded),
+    then the negative ones; ``c`` = 0 for +, 1 for -.
     """
     n = out.shape[0]
+    half = Z.shape[0] // 2
     for i in prange(n):
         for c in range(2):
-            best = np.nan
-            for x in range(Z.shape[1]):
-                z = abs(np.float64(Z[c * n + i, x]))
+            best = out[i, c]
+            row = c * half + i
+            for x in range(points):
+                z = abs(np.float64(Z[row, x]))
                 if z > 0:
-                    rel = abs(abs(np.float64(Z[(2 + c) * n + i, x])) - z) / z
+                    rel = abs(abs(np.float64(Z_hat[row, x])) - z) / z
                     if not rel <= best:  # also replaces the initial NaN
                         best = rel
             out[i, c] = best
@@ -333,47 +360,36 @@ REPORT_POINTS = 4096
 
 
 def _sensitivity_and_head(network, X_S, limit: int = REPORT_POINTS):
-    """Sensitivities of S, the first ``limit`` points of S (for the report) and |S|.
+    """Sensitivities of S, per layer the :class:`~sparsify.sensitivity.HeadBlock` list of
+    the first ``limit`` points of S (for the report; from the sensitivity step
+    itself) and |S|.
 
     S may be an array, a memory map or an iterable of batches (see
-    :func:`sparsify.sensitivity`); batches pass through a tap that keeps the
-    head, so a generator is still read only once.
+    :func:`sparsify.sensitivity`); a generator is still read only once.
     """
-    if is_one_array(X_S):
-        s_list = sensitivity(network, X_S)
-        X = np.asarray(X_S)
-        return s_list, X[:limit], int(X.shape[0])
-    head, count = [], [0]
-
-    def tap(batches):
-        for batch in batches:
-            have = sum(h.shape[0] for h in head)
-            if have < limit:
-                head.append(np.asarray(batch)[:limit - have])
-            count[0] += int(np.shape(batch)[0])
-            yield batch
-
-    s_list = sensitivity(network, tap(X_S) if not isinstance(X_S, (str, bytes, dict)) else X_S)
-    return s_list, (np.concatenate(head) if head else None), count[0]
+    s_list, n_points, heads = sensitivity_and_head(network, X_S, limit)
+    return s_list, heads, n_points
 
 
-def build_report(network, points, new_weights, tables, *, method, allocation, requested, delta, C, seconds,
+def build_report(network, heads, new_weights, tables, *, method, allocation, requested, delta, C, seconds,
                  n_points: int | None = None) -> Report:
     """Assemble the :class:`Report` for pruned weights ``new_weights`` of ``network``.
 
-    ``points`` (a 2-D array, or None) are the points of S on which the measured
-    errors are computed; ``n_points`` is |S| (default: the number of ``points``).
+    ``heads`` (per layer a list of :class:`~sparsify.sensitivity.HeadBlock`, or None)
+    hold the points of S on which the measured errors are computed; ``n_points``
+    is |S| (default: the number of those points).
     """
-    pts = None if points is None else np.asarray(points)
-    inputs = layer_inputs(network, pts) if pts is not None else [None] * len(network.layers)
+    if heads is None:
+        heads = [None] * len(network.layers)
+    n_head = sum(b.points for b in heads[0]) if heads[0] else 0
     rows = []
-    for k, (layer, W_hat, tab, A) in enumerate(zip(network.layers, new_weights, tables, inputs)):
+    for k, (layer, W_hat, tab, head) in enumerate(zip(network.layers, new_weights, tables, heads)):
         W = layer.weight
         kept = int(np.count_nonzero(W_hat))
         nb = 0 if layer.bias is None else layer.bias.size
         live = (tab.nnz > 0) & ~tab.dead
         partial = live & (tab.kept < tab.nnz)
-        errs = side_errors(A, W, W_hat) if A is not None else np.full(tab.nnz.shape, np.nan)
+        errs = head_side_errors(head, W, W_hat) if head else np.full(tab.nnz.shape, np.nan)
         err_live = errs[live & ~np.isnan(errs)]
         eps_live = tab.eps[live]
         rows.append(dict(
@@ -389,7 +405,7 @@ def build_report(network, points, new_weights, tables, *, method, allocation, re
             err_mean=float(err_live.mean()) if err_live.size else float("nan"),
         ))
     if n_points is None:
-        n_points = int(pts.shape[0]) if pts is not None else 0
+        n_points = n_head
     return Report(method=method, allocation=allocation, requested=int(requested),
                   achieved=int(sum(r["kept"] for r in rows)), total=network.n_weights,
                   total_biases=network.n_biases, n_points=n_points, delta=float(delta), C=float(C),

@@ -29,41 +29,82 @@ def _gather_side(W, s, i, sign, idx, vals):
     return n
 
 
+@njit
+def _kth_smallest(a, n, k):
+    """The ``k``-th smallest (0-based) of ``a[:n]``, by quickselect in place (``a[:n]`` is reordered).
+
+    A value, not a position, so it does not depend on the order the selection
+    visits: equal to ``np.partition(a[:n], k)[k]``.
+    """
+    lo, hi = 0, n - 1
+    while lo < hi:
+        mid = (lo + hi) // 2  # median of three as the pivot
+        x, y, z = a[lo], a[mid], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[k]
+
+
+#: sides per parallel task of :func:`_det_sides` (each task allocates its scratch once)
+_SIDES_PER_TASK = 32
+
+
 @njit(parallel=True)
 def _det_sides(W, s, rows, signs, m, out):
     """Write the top-``m[t]`` weights (by ``s``, ties to the lower index) of side
     ``(rows[t], signs[t])`` of ``W`` into ``out``; other entries of the side stay 0.
 
-    Selection, not sorting: the m-th largest value ``thr`` comes from
-    ``np.partition``; every entry above ``thr`` is kept, then entries equal to
-    ``thr`` in index order until ``m`` are kept (the reference's stable sort
-    breaks ties the same way).
+    Selection, not sorting: the m-th largest value ``thr`` comes from a
+    quickselect (:func:`_kth_smallest`); every entry above ``thr`` is kept, then
+    entries equal to ``thr`` in index order until ``m`` are kept (the
+    reference's stable sort breaks ties the same way). Parallel over tasks of
+    ``_SIDES_PER_TASK`` sides, each with its own scratch buffers.
     """
     n_in = W.shape[1]
-    for t in prange(rows.size):
-        i = rows[t]
+    n_sides = rows.size
+    n_tasks = (n_sides + _SIDES_PER_TASK - 1) // _SIDES_PER_TASK
+    for task in prange(n_tasks):
         idx = np.empty(n_in, np.int64)
         vals = np.empty(n_in, s.dtype)
-        n = _gather_side(W, s, i, signs[t], idx, vals)
-        want = min(m[t], n)
-        if want <= 0:
-            continue
-        if want == n:
+        scratch = np.empty(n_in, s.dtype)
+        for t in range(task * _SIDES_PER_TASK, min((task + 1) * _SIDES_PER_TASK, n_sides)):
+            i = rows[t]
+            n = _gather_side(W, s, i, signs[t], idx, vals)
+            want = min(m[t], n)
+            if want <= 0:
+                continue
+            if want == n:
+                for k in range(n):
+                    out[i, idx[k]] = W[i, idx[k]]
+                continue
+            scratch[:n] = vals[:n]
+            thr = _kth_smallest(scratch, n, n - want)
+            above = 0
             for k in range(n):
-                out[i, idx[k]] = W[i, idx[k]]
-            continue
-        thr = np.partition(vals[:n], n - want)[n - want]
-        above = 0
-        for k in range(n):
-            if vals[k] > thr:
-                above += 1
-        ties = want - above
-        for k in range(n):
-            v = vals[k]
-            if v > thr or (v == thr and ties > 0):
-                if v == thr:
-                    ties -= 1
-                out[i, idx[k]] = W[i, idx[k]]
+                if vals[k] > thr:
+                    above += 1
+            ties = want - above
+            for k in range(n):
+                v = vals[k]
+                if v > thr or (v == thr and ties > 0):
+                    if v == thr:
+                        ties -= 1
+                    out[i, idx[k]] = W[i, idx[k]]
 
 
 @njit(parallel=True)

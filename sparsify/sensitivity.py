@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def _transpose_part(A, AT, part):
 
 # --- one layer: running maxima over blocks of S --------------------------------------
 @njit(parallel=True, fastmath=True)
-def _z_reciprocals(stacked, AT, r, parts):
+def _z_reciprocals(stacked, AT, r, parts, Z_out=None):
     """``r = 1/|stacked @ AT|`` where that is finite, else 0; r: (rows of stacked, points).
 
     One BLAS call per row block (blocks as in :func:`sparsify._blas.row_block`),
@@ -106,16 +107,33 @@ def _z_reciprocals(stacked, AT, r, parts):
     point, and ``1/|Z|`` overflows only for subnormal ``Z``, whose terms are
     subnormal products that have already lost their relative precision; an
     overflowing ``Z = inf`` gives 0 as well (``W A / inf = 0`` in the reference).
-    All three contribute nothing (``g = 0``).
+    All three contribute nothing (``g = 0``). ``Z_out`` (optional, shaped like
+    ``r``) receives ``Z`` itself (``prune``'s report measures errors against it).
     """
     for p in prange(parts):
         lo, hi = row_block(stacked.shape[0], parts, p)
         Z = r[lo:hi]
         np.dot(stacked[lo:hi], AT, Z)  # Z in place, then its reciprocals
+        if Z_out is not None:
+            Z_out[lo:hi] = Z
         for i in range(hi - lo):
             for x in range(Z.shape[1]):
                 q = 1 / abs(Z[i, x])  # inf for 0 and for subnormal Z
                 Z[i, x] = q if q < np.inf else 0
+
+
+class HeadBlock(NamedTuple):
+    """One block (part) of the points kept for ``prune``'s report, as the sensitivity step saw it.
+
+    ``AT`` (padded inputs x padded points) the block's (sign-part of the) inputs,
+    transposed; ``Z`` (2 padded neurons x padded points) ``[W+; W-] @ AT``, both in
+    the padded layout of :class:`_LayerMaxima`; only the first ``points`` columns
+    are points of the head.
+    """
+
+    AT: np.ndarray
+    Z: np.ndarray
+    points: int
 
 
 class _LayerMaxima:
@@ -141,6 +159,13 @@ class _LayerMaxima:
                       "tile_x": _round_up(tile_x, POINT_MULTIPLE)}
         self._pad = _ROW_PAD_BYTES // itemsize
         self._buffers = {}  # padded point count -> (AT, r), reused block after block
+        #: points of the next block to keep in :attr:`head` (set by the caller per block)
+        self.keep_points = 0
+        self.head: list = []
+
+    def z_parts(self) -> int:
+        """Row blocks of the ``Z`` product (fixed by the shape)."""
+        return row_parts(self.stacked.shape[0], Z_ROWS_PER_PART)
 
     def buffers(self, n_points: int):
         """``AT`` (n_in, P) and ``r`` (2 n_out, P) for a block of ``n_points``, P padded."""
@@ -174,7 +199,12 @@ class _LayerMaxima:
         """One GEMM and one max-times pass for ``A`` (part 0), ``max(A, 0)`` (+1) or ``max(-A, 0)`` (-1)."""
         AT, r = self.buffers(A.shape[0])
         _transpose_part(A, AT, part)
-        _z_reciprocals(self.stacked, AT, r, row_parts(r.shape[0], Z_ROWS_PER_PART))
+        if self.keep_points > 0:  # this block's first points are kept for prune's report
+            Z = np.empty_like(r)
+            _z_reciprocals(self.stacked, AT, r, self.z_parts(), Z)
+            self.head.append(HeadBlock(AT.copy(), Z, self.keep_points))
+        else:
+            _z_reciprocals(self.stacked, AT, r, self.z_parts())
         t = self.tiles
         _max_times(AT, r, self.stacked, self.R, t["tile_i"], t["tile_j"], t["tile_x"])
 
@@ -362,6 +392,15 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
         If S has no points, a batch has the wrong shape, a value is NaN or
         infinite, or the forward pass overflows.
     """
+    return sensitivity_and_head(network, X_S, 0, chunk_size=chunk_size, tiles=tiles)[0]
+
+
+def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                         tiles: dict | None = None):
+    """:func:`sensitivity`, |S|, and per layer the :class:`HeadBlock` list of the first
+    ``keep_points`` points of S (the blocks, transposed inputs and ``Z`` the
+    sensitivity step computes anyway; None when ``keep_points`` is 0). ``prune``'s
+    report measures its errors on them, so S is traced and ``Z`` computed once."""
     from .network import Network
 
     if not isinstance(network, Network):
@@ -372,6 +411,7 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
     n_points = 0
     with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
         for X in _fixed_blocks(_batches(network, X_S, chunk_size), chunk_size):
+            take = min(X.shape[0], keep_points - n_points) if n_points < keep_points else 0
             n_points += X.shape[0]
             for k, (A, acc) in enumerate(zip(_layer_inputs_of_block(network, X), state)):
                 if not np.all(np.isfinite(A)):
@@ -380,13 +420,15 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
                         "values; rescale the data or the weights."
                     )
                 if acc is not None:
+                    acc.keep_points = take
                     acc.update(A)
     if n_points == 0:
         raise ValueError(
             "X_S: the batch S is empty; sensitivities need at least one input point "
             "(the authors use about 3 ln(8 eta eta*/delta) points)."
         )
-    return [acc.result() for acc in state if acc is not None]
+    heads = [acc.head if acc is not None else None for acc in state] if keep_points > 0 else None
+    return [acc.result() for acc in state if acc is not None], n_points, heads
 
 
 def layer_inputs(network, X_S) -> list:

@@ -39,7 +39,8 @@ def test_row_blocks_cover_the_rows_once_in_order(n_rows, parts):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(600, 300, 512), (257, 64, 200), (40, 30, 20), (1030, 17, 90)])
+@pytest.mark.parametrize("shape", [(600, 300, 512), (257, 64, 200), (40, 30, 20), (1030, 17, 90),
+                                   (152, 784, 300), (100, 300, 1000)])  # the last two: column blocks
 def test_matmul_equals_numpy(dtype, shape):
     m, k, n = shape
     rng = np.random.default_rng(m + k + n)
@@ -91,7 +92,7 @@ _SCRIPT = textwrap.dedent(
     import numpy as np
     import sparsify as sp
     dtype = np.dtype(sys.argv[1])
-    net = sp.random_mlp([200, 300, 300, 10], rng=4, dtype=dtype)  # Z of 600 rows: 4 row blocks
+    net = sp.random_mlp([200, 300, 300, 10], rng=4, dtype=dtype)  # Z of 600 rows: 2 row blocks
     X = np.random.default_rng(5).random((300, 200)).astype(dtype)
     S = sp.sensitivity(net, X)
     print(hashlib.sha256(b"".join(s.tobytes() for s in S)).hexdigest())
@@ -102,7 +103,9 @@ _SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_sensitivity_bits_do_not_depend_on_numba_or_blas_threads(dtype):
     """Row blocks are fixed by the shape, so neither thread setting changes a bit."""
-    assert _blas.row_parts(600) > 1  # the split is really exercised
+    from sparsify.sensitivity import Z_ROWS_PER_PART
+
+    assert _blas.row_parts(600, Z_ROWS_PER_PART) > 1  # the split is really exercised
     digests = set()
     for numba_threads, blas_threads in (("1", "1"), ("2", "2"), ("1", "2"), ("2", "1")):
         env = dict(os.environ, NUMBA_NUM_THREADS=numba_threads, OPENBLAS_NUM_THREADS=blas_threads)
