@@ -47,16 +47,14 @@ from ._maxtimes import max_times as _max_times
 DEFAULT_CHUNK_SIZE = 512
 
 #: cache tiles of the max-times kernel: neurons (``tile_i``) and inputs
-#: (``tile_j``) of one parallel task, and points per cache block (``tile_x``;
-#: None: 2 KiB of a row, 256 float64 or 512 float32 points), so that the ``r``
-#: rows of one register tile stay in L1 while the task sweeps its inputs. They are
-#: rounded up to whole register tiles (``TILE_I`` neurons, ``TILE_J`` inputs,
-#: ``POINT_MULTIPLE`` points), change speed only, never a bit, and are passed to
-#: the kernel as arguments; docs/performance.md shows how they were chosen.
-DEFAULT_TILES = {"tile_i": 24, "tile_j": 128, "tile_x": None}
-
-#: bytes of a row of ``r`` and ``AT`` per cache block when ``tile_x`` is None
-_TILE_X_BYTES = 2048
+#: (``tile_j``) of one parallel task, and points per cache block (``tile_x``), so
+#: that the ``r`` rows of one register tile (12 rows of ``tile_x`` points) stay in
+#: L1 while the task sweeps its inputs, and the task's part of ``AT`` in L2 while
+#: it sweeps its neurons. They are rounded up to whole register tiles (``TILE_I``
+#: neurons, ``TILE_J`` inputs, ``POINT_MULTIPLE`` points), change speed only, never
+#: a bit, and are passed to the kernel as arguments; docs/performance.md shows
+#: how they were chosen.
+DEFAULT_TILES = {"tile_i": 24, "tile_j": 128, "tile_x": 256}
 
 #: the Z product ``[W+; W-] @ AT`` is split into row blocks of at most this many
 #: rows (fixed by the shape, so no bit depends on a thread count); larger than
@@ -153,11 +151,9 @@ class _LayerMaxima:
         self.stacked = np.empty((2 * self.n_out, self.n_in), dtype=W.dtype)
         self.R = np.empty((self.n_out, self.n_in), dtype=W.dtype)
         _prepare(self.W, self.stacked, self.R)
-        itemsize = W.dtype.itemsize
-        tile_x = tiles["tile_x"] if tiles["tile_x"] is not None else _TILE_X_BYTES // itemsize
         self.tiles = {"tile_i": _round_up(tiles["tile_i"], TILE_I), "tile_j": _round_up(tiles["tile_j"], TILE_J),
-                      "tile_x": _round_up(tile_x, POINT_MULTIPLE)}
-        self._pad = _ROW_PAD_BYTES // itemsize
+                      "tile_x": _round_up(tiles["tile_x"], POINT_MULTIPLE)}
+        self._pad = _ROW_PAD_BYTES // W.dtype.itemsize
         self._buffers = {}  # padded point count -> (AT, r), reused block after block
         #: points of the next block to keep in :attr:`head` (set by the caller per block)
         self.keep_points = 0
@@ -254,9 +250,6 @@ def _check_tiles(tiles) -> dict:
     for key, value in tiles.items():
         if key not in DEFAULT_TILES:
             raise ValueError(f"tiles: unknown key {key!r}; the keys are {sorted(DEFAULT_TILES)}.")
-        if key == "tile_x" and value is None:
-            out[key] = None
-            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"tiles[{key!r}]: expected a positive integer, got {value!r}.")
         out[key] = int(value)

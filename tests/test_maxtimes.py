@@ -162,9 +162,3 @@ def test_prepare_stacks_and_pads_the_weights(dtype):
 def test_tiles_are_rounded_up_to_whole_register_tiles(tiles, rounded):
     acc = sens._LayerMaxima(np.ones((3, 3)), sens._check_tiles(tiles))
     assert (acc.tiles["tile_i"], acc.tiles["tile_j"], acc.tiles["tile_x"]) == rounded
-
-
-@pytest.mark.parametrize("dtype, expected", [(np.float64, 256), (np.float32, 512)])
-def test_default_point_tile_is_two_kib_of_a_row(dtype, expected):
-    acc = sens._LayerMaxima(np.ones((3, 3), dtype), sens.DEFAULT_TILES)
-    assert acc.tiles["tile_x"] * np.dtype(dtype).itemsize == 2048 == expected * np.dtype(dtype).itemsize
