@@ -13,11 +13,13 @@ over the points ``x_lo .. x_hi-1``::
 
 ``AT`` is the layer's input block transposed (one row per input, points
 contiguous) and ``r`` holds the reciprocals of every neuron and side (points
-contiguous): rows ``0 .. n-1`` are ``r+``, rows ``n .. 2n-1`` are ``r-``. Edge
-``(i, j)`` reads ``row(i, j) = i`` if ``W_ij > 0``, else ``n + i``, where the sign
-is read from the stacked weights ``SW = [W+; W-]`` (``SW[i, j] > 0`` exactly when
-``W_ij > 0``). The side is thus chosen once per edge, by an address, not per
-point by a blend.
+contiguous), interleaved: row ``2i`` is ``r+_i``, row ``2i+1`` is ``r-_i``. Edge
+``(i, j)`` reads ``row(i, j) = 2i`` if ``W_ij > 0``, else ``2i + 1``, where the sign
+is read from the stacked weights ``SW`` (rows ``2i = W+_i``, ``2i+1 = W-_i``, so
+``SW[2i, j] > 0`` exactly when ``W_ij > 0``). The side is thus chosen once per
+edge, by an address, not per point by a blend. (Interleaving keeps the 12 rows a
+tile reads consecutive in memory; with all ``r+`` rows before all ``r-`` rows, the
+two groups could fall into the same L1 sets.)
 
 Why LLVM code. The loop runs over points, with the points in the vector lanes
 (4 float64 or 8 float32 in 32 bytes) and the 12 accumulators of the tile in
@@ -71,11 +73,10 @@ def lanes(dtype) -> int:
 
 def max_times_tile_py(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
     """Readable twin of :func:`max_times_tile` (same arguments, same bits)."""
-    n = SW.shape[0] // 2
     for a in range(n_i):
         for b in range(n_j):
             i, j = i0 + a, j0 + b
-            row = i if SW[i, j] > 0 else n + i  # r+ for a positive weight, else r-
+            row = 2 * i if SW[2 * i, j] > 0 else 2 * i + 1  # r+ for a positive weight, else r-
             terms = AT[j, x_lo:x_hi] * r[row, x_lo:x_hi]
             if terms.size:
                 R[i, j] = max(R[i, j], terms.max())
@@ -92,7 +93,7 @@ def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
 
     AT: (inputs, points) and r: (2 neurons, points), C-contiguous, one float
     dtype, the same number of points, a multiple of the vector width; SW:
-    (2 neurons, inputs), the stacked weights ``[W+; W-]``, whose first half gives
+    (2 neurons, inputs), the interleaved stacked weights, whose even rows give
     the side of each edge (module docstring); R: (neurons, inputs), the running
     maxima, updated in place;
     ``i0, j0``: the tile's first neuron and input (the tile must lie inside R);
@@ -127,7 +128,6 @@ def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
         at, rr, sw, acc = arrays
         n_points = builder.extract_value(at.shape, 1)  # = r's row length
         n_cols = builder.extract_value(acc.shape, 1)   # = SW's row length
-        n_half = builder.sdiv(builder.extract_value(sw.shape, 0), const(2))  # rows of r+ (= neurons)
         zero = ir.Constant(ft, 0.0)
         i0v, j0v, x_lo_v, x_hi_v = (as_intp(k) for k in range(4, 8))
 
@@ -143,11 +143,14 @@ def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
         splat = ir.Constant(ir.VectorType(i32, n_lanes), [0] * n_lanes)
         for a in range(I):
             i = builder.add(i0v, const(a))
+            two_i = builder.add(i, i)
             offset = builder.mul(i, n_cols)
+            sw_offset = builder.mul(two_i, n_cols)
             for b in range(J):
-                k = builder.add(offset, builder.add(j0v, const(b)))
-                positive = builder.fcmp_ordered(">", builder.load(builder.gep(sw.data, [k])), zero)
-                which = builder.select(positive, i, builder.add(n_half, i))
+                j = builder.add(j0v, const(b))
+                k = builder.add(offset, j)
+                positive = builder.fcmp_ordered(">", builder.load(builder.gep(sw.data, [builder.add(sw_offset, j)])), zero)
+                which = builder.select(positive, two_i, builder.add(two_i, const(1)))
                 r_rows.append(builder.gep(rr.data, [builder.mul(which, n_points)]))
                 cell = builder.gep(acc.data, [k])
                 cells.append(cell)
@@ -204,9 +207,10 @@ def max_times(AT, r, SW, R, tile_i, tile_j, tile_x):
     """``R[i, j] = max(R[i, j], max_x AT[j, x] * r^{sign W_ij}[i, x])`` for all ``(i, j)``.
 
     AT: (n_in, n_points) the input block A >= 0 transposed; r: (2 n_out, n_points)
-    the reciprocals, rows ``0..n_out-1`` for ``r+`` and ``n_out..2 n_out-1`` for
-    ``r-``; SW: (2 n_out, n_in) the stacked weights ``[W+; W-]`` (only the signs of
-    the first half are read); R: (n_out, n_in) running maxima, updated in place. Everything is padded:
+    the reciprocals, row ``2i`` for ``r+_i`` and ``2i+1`` for ``r-_i``; SW:
+    (2 n_out, n_in) the stacked weights in the same order (rows ``2i = W+_i``,
+    ``2i+1 = W-_i``; only the signs of the even rows are read); R: (n_out, n_in)
+    running maxima, updated in place. Everything is padded:
     ``n_out`` a multiple of ``TILE_I``, ``n_in`` of ``TILE_J``, ``n_points`` of
     ``POINT_MULTIPLE`` (with zero rows and columns, which never raise a maximum);
     ``tile_i``, ``tile_j``, ``tile_x`` multiples of the same.

@@ -300,13 +300,12 @@ def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
 def head_side_errors(head: list, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
     """:func:`side_errors` on the points of ``head`` (the sensitivity step's blocks, with their ``Z``).
 
-    Per block, ``Ẑ = [Ŵ+; Ŵ-] @ AT`` in the same padded layout and the same row
-    blocks as ``Z``, so the rows of a side kept whole are the same product as
+    Per block, ``Ẑ = [Ŵ+; Ŵ-] @ AT`` in the same padded, interleaved layout and the
+    same row blocks as ``Z``, so the rows of a side kept whole are the same product as
     in ``Z``, with the same bits (error exactly 0); then one pass of
     :func:`_side_error_merge` folds the block's maxima into the result.
     """
-    half = head[0].Z.shape[0] // 2
-    hat = np.empty((2 * half, head[0].AT.shape[0]), dtype=W.dtype)
+    hat = np.empty((head[0].Z.shape[0], head[0].AT.shape[0]), dtype=W.dtype)
     _stack_hat(W, np.asarray(W_hat, dtype=W.dtype), hat)
     parts = row_parts(hat.shape[0], Z_ROWS_PER_PART)
     out = np.full((W.shape[0], 2), np.nan)
@@ -320,16 +319,16 @@ def head_side_errors(head: list, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray
 
 @njit(parallel=True)
 def _stack_hat(W, W_hat, out):
-    """``out = [Ŵ+; Ŵ-]``, each half padded with zeros to ``out.shape[0] // 2`` rows and
-    ``out.shape[1]`` columns, the sides taken by the sign of ``W``."""
+    """``out``: rows ``Ŵ+_i`` and ``Ŵ-_i`` interleaved (``2i``, ``2i+1``, as the sensitivity
+    step stacks ``W``), zero-padded to ``out``'s shape, the sides taken by the sign of ``W``."""
     n_out, n_in = W.shape
-    half, cols = out.shape[0] // 2, out.shape[1]
-    for i in prange(half):
+    rows, cols = out.shape[0] // 2, out.shape[1]
+    for i in prange(rows):
         for j in range(cols):
             w = W[i, j] if i < n_out and j < n_in else 0
             v = W_hat[i, j] if i < n_out and j < n_in else 0
-            out[i, j] = v if w > 0 else 0
-            out[half + i, j] = v if w < 0 else 0
+            out[2 * i, j] = v if w > 0 else 0
+            out[2 * i + 1, j] = v if w < 0 else 0
 
 
 @njit(parallel=True)
@@ -337,15 +336,14 @@ def _side_error_merge(Z, Z_hat, points, out):
     """``out[i, c] = max(out[i, c], max_x |(|Zh| - |Z|)| / |Z|)`` over the first ``points``
     columns with ``Z != 0``, in float64; NaN in ``out`` means no such point yet.
 
-    Rows of ``Z`` and ``Z_hat``: the positive sides (``Z.shape[0] // 2`` rows, padded),
-    then the negative ones; ``c`` = 0 for +, 1 for -.
+    Rows of ``Z`` and ``Z_hat``: ``2i`` the positive side of neuron ``i``, ``2i+1`` the
+    negative one; ``c`` = 0 for +, 1 for -.
     """
     n = out.shape[0]
-    half = Z.shape[0] // 2
     for i in prange(n):
         for c in range(2):
             best = out[i, c]
-            row = c * half + i
+            row = 2 * i + c
             for x in range(points):
                 z = abs(np.float64(Z[row, x]))
                 if z > 0:

@@ -124,8 +124,9 @@ class HeadBlock(NamedTuple):
     """One block (part) of the points kept for ``prune``'s report, as the sensitivity step saw it.
 
     ``AT`` (padded inputs x padded points) the block's (sign-part of the) inputs,
-    transposed; ``Z`` (2 padded neurons x padded points) ``[W+; W-] @ AT``, both in
-    the padded layout of :class:`_LayerMaxima`; only the first ``points`` columns
+    transposed; ``Z`` (2 padded neurons x padded points) the product of the stacked
+    weights with ``AT`` (row ``2i`` for ``Z+_i``, ``2i+1`` for ``Z-_i``), both in the
+    padded layout of :class:`_LayerMaxima`; only the first ``points`` columns
     are points of the head.
     """
 
@@ -147,7 +148,7 @@ class _LayerMaxima:
         n_out, n_in = W.shape
         self.n_out = _round_up(n_out, TILE_I)
         self.n_in = _round_up(n_in, TILE_J)
-        # [W+; W-], each padded to self.n_out rows and self.n_in columns; R = 0
+        # rows W+_i, W-_i interleaved, padded to 2 self.n_out rows and self.n_in columns; R = 0
         self.stacked = np.empty((2 * self.n_out, self.n_in), dtype=W.dtype)
         self.R = np.empty((self.n_out, self.n_in), dtype=W.dtype)
         _prepare(self.W, self.stacked, self.R)
@@ -217,15 +218,15 @@ class _LayerMaxima:
 
 @njit(parallel=True)
 def _prepare(W, stacked, R):
-    """``stacked = [W+; W-]`` (``W+ = max(W, 0)``, ``W- = min(W, 0)``), each half zero-padded
-    to ``R``'s shape, and ``R = 0``, in one parallel pass."""
+    """``stacked`` = the rows ``W+_i = max(W_i, 0)`` and ``W-_i = min(W_i, 0)`` interleaved
+    (rows ``2i`` and ``2i+1``), zero-padded to ``R``'s shape, and ``R = 0``, in one parallel pass."""
     n_out, n_in = W.shape
-    half, cols = R.shape
-    for i in prange(half):
+    rows, cols = R.shape
+    for i in prange(rows):
         for j in range(cols):
             w = W[i, j] if i < n_out and j < n_in else 0
-            stacked[i, j] = max(w, 0)
-            stacked[half + i, j] = min(w, 0)
+            stacked[2 * i, j] = max(w, 0)
+            stacked[2 * i + 1, j] = min(w, 0)
             R[i, j] = 0
 
 

@@ -68,10 +68,11 @@ def test_tile_reads_the_side_of_each_weight():
     n_out, n_in, points = mk.TILE_I, mk.TILE_J, 8
     AT = np.ones((n_in, points), dt)
     r = np.zeros((2 * n_out, points), dt)
-    r[:n_out, 3] = 5.0           # r+ peaks at point 3
-    r[n_out:, 6] = 7.0           # r- peaks at point 6
+    r[0::2, 3] = 5.0             # r+ (even rows) peaks at point 3
+    r[1::2, 6] = 7.0             # r- (odd rows) peaks at point 6
     W = np.array([[1.0, -1.0], [0.0, 2.0], [-3.0, 0.0], [4.0, 5.0], [-1.0, -2.0], [0.0, 0.0]])
-    SW = np.vstack([np.maximum(W, 0), np.minimum(W, 0)])
+    SW = np.empty((2 * n_out, n_in))
+    SW[0::2], SW[1::2] = np.maximum(W, 0), np.minimum(W, 0)
     R = np.zeros((n_out, n_in), dt)
     _call_tile(AT, r, SW, R, 0, 0, 0, points)
     np.testing.assert_array_equal(R, np.where(W > 0, 5.0, 7.0))
@@ -113,7 +114,7 @@ def test_tile_refuses_mixed_dtypes(dtype):
 def _max_times_numpy(AT, r, SW, R):
     """``R = max(R, max_x AT[j, x] * r[row(i, j), x])`` written out in NumPy."""
     n = SW.shape[0] // 2
-    rows = np.where(SW[:n] > 0, 0, n) + np.arange(n)[:, None]        # (n, n_in)
+    rows = 2 * np.arange(n)[:, None] + np.where(SW[0::2] > 0, 0, 1)  # (n, n_in): r+_i or r-_i
     terms = AT[None, :, :] * r[rows]                                   # (n, n_in, points)
     return np.maximum(R, terms.max(axis=2, initial=0))
 
@@ -146,8 +147,8 @@ def test_prepare_stacks_and_pads_the_weights(dtype):
     n, m = acc.n_out, acc.n_in
     assert n % mk.TILE_I == 0 and m % mk.TILE_J == 0 and n >= 2 and m >= 3
     expected = np.zeros((2 * n, m), dtype)
-    expected[:2, :3] = np.maximum(W, 0)
-    expected[n:n + 2, :3] = np.minimum(W, 0)
+    expected[0:4:2, :3] = np.maximum(W, 0)   # rows 2i: W+_i, rows 2i+1: W-_i
+    expected[1:4:2, :3] = np.minimum(W, 0)
     np.testing.assert_array_equal(acc.stacked, expected)
     np.testing.assert_array_equal(acc.R, 0)
     assert acc.R.shape == (n, m)
