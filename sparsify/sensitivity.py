@@ -423,19 +423,3 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int = DE
         )
     heads = [acc.head if acc is not None else None for acc in state] if keep_points > 0 else None
     return [acc.result() for acc in state if acc is not None], n_points, heads
-
-
-def layer_inputs(network, X_S) -> list:
-    """Validate S (an array) and return the input matrix of each layer (the trace,
-    as ``network.trace``, with the products of :func:`sparsify._blas.matmul`)."""
-    from .network import Network
-
-    if not isinstance(network, Network):
-        raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
-    X = network.check_input(X_S, "X_S")
-    if X.shape[0] == 0:
-        raise ValueError(
-            "X_S: the batch S is empty; sensitivities need at least one input point "
-            "(the authors use about 3 ln(8 eta eta*/delta) points)."
-        )
-    return list(_layer_inputs_of_block(network, X))
