@@ -60,12 +60,13 @@ def _kth_smallest(a, n, k):
     return a[k]
 
 
-#: sides per parallel task of :func:`_det_sides` (each task allocates its scratch once)
-_SIDES_PER_TASK = 32
+#: sides per parallel task of :func:`_det_sides` (each task allocates its scratch once);
+#: passed to the kernel as an argument
+SIDES_PER_TASK = 32
 
 
 @njit(parallel=True)
-def _det_sides(W, s, rows, signs, m, out):
+def _det_sides(W, s, rows, signs, m, out, sides_per_task):
     """Write the top-``m[t]`` weights (by ``s``, ties to the lower index) of side
     ``(rows[t], signs[t])`` of ``W`` into ``out``; other entries of the side stay 0.
 
@@ -73,16 +74,16 @@ def _det_sides(W, s, rows, signs, m, out):
     quickselect (:func:`_kth_smallest`); every entry above ``thr`` is kept, then
     entries equal to ``thr`` in index order until ``m`` are kept (the
     reference's stable sort breaks ties the same way). Parallel over tasks of
-    ``_SIDES_PER_TASK`` sides, each with its own scratch buffers.
+    ``sides_per_task`` sides, each with its own scratch buffers.
     """
     n_in = W.shape[1]
     n_sides = rows.size
-    n_tasks = (n_sides + _SIDES_PER_TASK - 1) // _SIDES_PER_TASK
+    n_tasks = (n_sides + sides_per_task - 1) // sides_per_task
     for task in prange(n_tasks):
         idx = np.empty(n_in, np.int64)
         vals = np.empty(n_in, s.dtype)
         scratch = np.empty(n_in, s.dtype)
-        for t in range(task * _SIDES_PER_TASK, min((task + 1) * _SIDES_PER_TASK, n_sides)):
+        for t in range(task * sides_per_task, min((task + 1) * sides_per_task, n_sides)):
             i = rows[t]
             n = _gather_side(W, s, i, signs[t], idx, vals)
             want = min(m[t], n)
@@ -157,7 +158,7 @@ def _rand_sides(W, s, rows, signs, draws, offsets, u, out, kept):
 def det_sides(W, s, rows, signs, m, out) -> None:
     """Top-m per side (see :func:`_det_sides`); arrays are used in place."""
     if rows.size:
-        _det_sides(W, s, rows.astype(np.int64), signs.astype(np.int64), m.astype(np.int64), out)
+        _det_sides(W, s, rows.astype(np.int64), signs.astype(np.int64), m.astype(np.int64), out, SIDES_PER_TASK)
 
 
 def rand_sides(W, s, rows, signs, draws, u, out) -> np.ndarray:
