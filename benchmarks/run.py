@@ -167,7 +167,7 @@ def bench_layer(shapes, repeats) -> list:
             def z_step():
                 with single_threaded_blas():
                     sens._transpose_part(block, AT, 0)
-                    sens._z_reciprocals(acc.stacked, AT, r, sens.row_parts(r.shape[0], sens.Z_ROWS_PER_PART))
+                    sens._z_reciprocals(acc.stacked, AT, r, sens.z_parts(r.shape[0]))
 
             t_z = median_time(z_step, repeats)
             tiles = acc.tiles

@@ -26,9 +26,8 @@ from .network import Network
 from .reference import split_inputs
 from .report import Report
 from .sampling import det_sides, draws_for_unique, rand_sides
-from ._blas import row_parts
-from .sensitivity import (DEFAULT_TILES, Z_ROWS_PER_PART, HeadBlock, _LayerMaxima, _transpose_part,
-                          sensitivity_and_head)
+from .sensitivity import (DEFAULT_TILES, HeadBlock, _LayerMaxima, _transpose_part, sensitivity_and_head,
+                          stack_sides, z_parts)
 
 METHODS = ("det", "rand", "hybrid")
 #: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
@@ -126,13 +125,13 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
     B = check_keep_budget(keep, budget, network.n_weights)
     gen = check_rng(rng)
     with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
-        s_list, head, n_points = _sensitivity_and_head(network, X_S)
+        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
         weights = [layer.weight for layer in network.layers]
         plan = _Plan(weights, s_list, C, delta)
         new_w, tables, achieved = plan.run(method, allocation, B, gen)
         pruned = network.with_weights(new_w)
         masks = [w != 0 for w in new_w]
-        report = build_report(network, head, new_w, tables, method=method, allocation=allocation,
+        report = build_report(network, heads, new_w, tables, method=method, allocation=allocation,
                               requested=B, delta=delta, C=C, seconds=time.perf_counter() - t0, n_points=n_points)
     return PruneResult(pruned, masks, report, s_list, tables)
 
@@ -293,7 +292,7 @@ def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
     _transpose_part(A, AT, 0)
     Z = np.empty_like(r)
     with single_threaded_blas():
-        _blas._matmul_rows(acc.stacked, AT, Z, acc.z_parts())
+        _blas._matmul_rows(acc.stacked, AT, Z, z_parts(Z.shape[0]))
         return head_side_errors([HeadBlock(AT, Z, A.shape[0])], W, W_hat)
 
 
@@ -306,8 +305,8 @@ def head_side_errors(head: list, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray
     :func:`_side_error_merge` folds the block's maxima into the result.
     """
     hat = np.empty((head[0].Z.shape[0], head[0].AT.shape[0]), dtype=W.dtype)
-    _stack_hat(W, np.asarray(W_hat, dtype=W.dtype), hat)
-    parts = row_parts(hat.shape[0], Z_ROWS_PER_PART)
+    stack_sides(W, np.asarray(W_hat, dtype=W.dtype), hat)  # as the sensitivity step stacks W
+    parts = z_parts(hat.shape[0])
     out = np.full((W.shape[0], 2), np.nan)
     with single_threaded_blas():
         for block in head:
@@ -315,20 +314,6 @@ def head_side_errors(head: list, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray
             _blas._matmul_rows(hat, block.AT, Z_hat, parts)
             _side_error_merge(block.Z, Z_hat, block.points, out)
     return out
-
-
-@njit(parallel=True)
-def _stack_hat(W, W_hat, out):
-    """``out``: rows ``Ŵ+_i`` and ``Ŵ-_i`` interleaved (``2i``, ``2i+1``, as the sensitivity
-    step stacks ``W``), zero-padded to ``out``'s shape, the sides taken by the sign of ``W``."""
-    n_out, n_in = W.shape
-    rows, cols = out.shape[0] // 2, out.shape[1]
-    for i in prange(rows):
-        for j in range(cols):
-            w = W[i, j] if i < n_out and j < n_in else 0
-            v = W_hat[i, j] if i < n_out and j < n_in else 0
-            out[2 * i, j] = v if w > 0 else 0
-            out[2 * i + 1, j] = v if w < 0 else 0
 
 
 @njit(parallel=True)
@@ -357,29 +342,16 @@ def _side_error_merge(Z, Z_hat, points, out):
 REPORT_POINTS = 4096
 
 
-def _sensitivity_and_head(network, X_S, limit: int = REPORT_POINTS):
-    """Sensitivities of S, per layer the :class:`~sparsify.sensitivity.HeadBlock` list of
-    the first ``limit`` points of S (for the report; from the sensitivity step
-    itself) and |S|.
-
-    S may be an array, a memory map or an iterable of batches (see
-    :func:`sparsify.sensitivity`); a generator is still read only once.
-    """
-    s_list, n_points, heads = sensitivity_and_head(network, X_S, limit)
-    return s_list, heads, n_points
-
-
 def build_report(network, heads, new_weights, tables, *, method, allocation, requested, delta, C, seconds,
-                 n_points: int | None = None) -> Report:
+                 n_points: int) -> Report:
     """Assemble the :class:`Report` for pruned weights ``new_weights`` of ``network``.
 
     ``heads`` (per layer a list of :class:`~sparsify.sensitivity.HeadBlock`, or None)
-    hold the points of S on which the measured errors are computed; ``n_points``
-    is |S| (default: the number of those points).
+    hold the first points of S, on which the measured errors are computed (see
+    :func:`sparsify.sensitivity.sensitivity_and_head`); ``n_points`` is |S|.
     """
     if heads is None:
         heads = [None] * len(network.layers)
-    n_head = sum(b.points for b in heads[0]) if heads[0] else 0
     rows = []
     for k, (layer, W_hat, tab, head) in enumerate(zip(network.layers, new_weights, tables, heads)):
         W = layer.weight
@@ -402,8 +374,6 @@ def build_report(network, heads, new_weights, tables, *, method, allocation, req
             err_max=float(err_live.max()) if err_live.size else float("nan"),
             err_mean=float(err_live.mean()) if err_live.size else float("nan"),
         ))
-    if n_points is None:
-        n_points = n_head
     return Report(method=method, allocation=allocation, requested=int(requested),
                   achieved=int(sum(r["kept"] for r in rows)), total=network.n_weights,
                   total_biases=network.n_biases, n_points=n_points, delta=float(delta), C=float(C),
@@ -419,7 +389,7 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
     reweighted values. Side tables record kept counts and the deterministic bound
     ``C * pruned sensitivity mass`` so baselines are reported like SiPP.
     """
-    s_list, head, n_points = _sensitivity_and_head(network, X_S)
+    s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
     if weights is None:
         weights = [np.where(mk, layer.weight, 0).astype(layer.dtype) for mk, layer in zip(masks, network.layers)]
     tables = []
@@ -433,6 +403,6 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
                                 draws=zeros, dead=(nnz > 0) & (mass == 0), eps_det=eps_d,
                                 eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta)) * (kept < nnz),
                                 eps=eps_d))
-    report = build_report(network, head, weights, tables, method=method, allocation=allocation,
+    report = build_report(network, heads, weights, tables, method=method, allocation=allocation,
                           requested=requested, delta=delta, C=C, seconds=seconds, n_points=n_points)
     return PruneResult(network.with_weights(weights), [w != 0 for w in weights], report, s_list, tables)

@@ -62,6 +62,13 @@ DEFAULT_TILES = {"tile_i": 24, "tile_j": 128, "tile_x": 256}
 #: 5-15% faster here for the 600-row Z of a 300-neuron layer (2 blocks instead of 4)
 Z_ROWS_PER_PART = 512
 
+
+def z_parts(n_rows: int) -> int:
+    """Row blocks of a ``Z`` product with ``n_rows`` rows (fixed by the shape; see
+    :data:`Z_ROWS_PER_PART`); the report's ``Ẑ`` uses the same blocks."""
+    return row_parts(n_rows, Z_ROWS_PER_PART)
+
+
 #: one cache line: each row of ``AT`` and ``r`` is padded by this much, so that
 #: rows of 512 float64 points (4 KiB apart) do not all fall into the same L1 sets
 _ROW_PAD_BYTES = 64
@@ -148,21 +155,16 @@ class _LayerMaxima:
         n_out, n_in = W.shape
         self.n_out = _round_up(n_out, TILE_I)
         self.n_in = _round_up(n_in, TILE_J)
-        # rows W+_i, W-_i interleaved, padded to 2 self.n_out rows and self.n_in columns; R = 0
+        # rows W+_i, W-_i interleaved, padded to 2 self.n_out rows and self.n_in columns
         self.stacked = np.empty((2 * self.n_out, self.n_in), dtype=W.dtype)
-        self.R = np.empty((self.n_out, self.n_in), dtype=W.dtype)
-        _prepare(self.W, self.stacked, self.R)
+        stack_sides(self.W, self.W, self.stacked)
+        self.R = np.zeros((self.n_out, self.n_in), dtype=W.dtype)
         self.tiles = {"tile_i": _round_up(tiles["tile_i"], TILE_I), "tile_j": _round_up(tiles["tile_j"], TILE_J),
                       "tile_x": _round_up(tiles["tile_x"], POINT_MULTIPLE)}
         self._pad = _ROW_PAD_BYTES // W.dtype.itemsize
         self._buffers = {}  # padded point count -> (AT, r), reused block after block
-        #: points of the next block to keep in :attr:`head` (set by the caller per block)
-        self.keep_points = 0
+        #: the :class:`HeadBlock` of every part of a block folded with ``keep > 0``
         self.head: list = []
-
-    def z_parts(self) -> int:
-        """Row blocks of the ``Z`` product (fixed by the shape)."""
-        return row_parts(self.stacked.shape[0], Z_ROWS_PER_PART)
 
     def buffers(self, n_points: int):
         """``AT`` (n_in, P) and ``r`` (2 n_out, P) for a block of ``n_points``, P padded."""
@@ -172,8 +174,9 @@ class _LayerMaxima:
             self._buffers[P] = (np.empty((self.n_in, P), dtype=dt), np.empty((2 * self.n_out, P), dtype=dt))
         return self._buffers[P]
 
-    def update(self, A: np.ndarray) -> None:
-        """Fold one block ``A`` (points x n_in, finite) into the running maxima.
+    def update(self, A: np.ndarray, keep: int = 0) -> None:
+        """Fold one block ``A`` (points x n_in, finite) into the running maxima; with
+        ``keep > 0`` also append its first ``keep`` points to :attr:`head`.
 
         Sign split (DESIGN §2 item 1), decided per block: a block with a negative
         entry is replaced by its parts ``max(A, 0)`` and ``max(-A, 0)``. The
@@ -187,27 +190,23 @@ class _LayerMaxima:
         if A.shape[0] == 0:
             return
         if A.min() < 0:
-            self._update_part(A, +1)
-            self._update_part(A, -1)
+            self._update_part(A, +1, keep)
+            self._update_part(A, -1, keep)
         else:
-            self._update_part(A, 0)
+            self._update_part(A, 0, keep)
 
-    def _update_part(self, A: np.ndarray, part: int) -> None:
+    def _update_part(self, A: np.ndarray, part: int, keep: int = 0) -> None:
         """One GEMM and one max-times pass for ``A`` (part 0), ``max(A, 0)`` (+1) or ``max(-A, 0)`` (-1)."""
         AT, r = self.buffers(A.shape[0])
         _transpose_part(A, AT, part)
-        if self.keep_points > 0:  # this block's first points are kept for prune's report
+        if keep > 0:  # this block's first points are kept for prune's report
             Z = np.empty_like(r)
-            _z_reciprocals(self.stacked, AT, r, self.z_parts(), Z)
-            self.head.append(HeadBlock(AT.copy(), Z, self.keep_points))
+            _z_reciprocals(self.stacked, AT, r, z_parts(r.shape[0]), Z)
+            self.head.append(HeadBlock(AT.copy(), Z, keep))
         else:
-            _z_reciprocals(self.stacked, AT, r, self.z_parts())
+            _z_reciprocals(self.stacked, AT, r, z_parts(r.shape[0]))
         t = self.tiles
         _max_times(AT, r, self.stacked, self.R, t["tile_i"], t["tile_j"], t["tile_x"])
-
-    def _update_nonnegative(self, A: np.ndarray) -> None:
-        """Fold a block with no negative entry (the unsplit path)."""
-        self._update_part(A, 0)
 
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
@@ -217,17 +216,21 @@ class _LayerMaxima:
 
 
 @njit(parallel=True)
-def _prepare(W, stacked, R):
-    """``stacked`` = the rows ``W+_i = max(W_i, 0)`` and ``W-_i = min(W_i, 0)`` interleaved
-    (rows ``2i`` and ``2i+1``), zero-padded to ``R``'s shape, and ``R = 0``, in one parallel pass."""
+def stack_sides(W, V, out):
+    """``out``: the sides of ``V`` by the sign of ``W``, interleaved, in one parallel pass:
+    row ``2i`` is ``V_ij`` where ``W_ij > 0`` (else 0), row ``2i+1`` is ``V_ij`` where
+    ``W_ij < 0``; zero-padded to ``out``'s shape. ``V = W`` gives ``W+_i`` and ``W-_i``
+    (the stacked weights of the ``Z`` product); ``V = Ŵ`` the pruned sides the report
+    compares with them."""
     n_out, n_in = W.shape
-    rows, cols = R.shape
+    rows, cols = out.shape[0] // 2, out.shape[1]
     for i in prange(rows):
         for j in range(cols):
-            w = W[i, j] if i < n_out and j < n_in else 0
-            stacked[2 * i, j] = max(w, 0)
-            stacked[2 * i + 1, j] = min(w, 0)
-            R[i, j] = 0
+            inside = i < n_out and j < n_in
+            w = W[i, j] if inside else 0
+            v = V[i, j] if inside else 0
+            out[2 * i, j] = v if w > 0 else 0
+            out[2 * i + 1, j] = v if w < 0 else 0
 
 
 @njit(parallel=True)  # no fast-math: "nsz" would drop the + 0 below
@@ -414,8 +417,7 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int = DE
                         "values; rescale the data or the weights."
                     )
                 if acc is not None:
-                    acc.keep_points = take
-                    acc.update(A)
+                    acc.update(A, take)
     if n_points == 0:
         raise ValueError(
             "X_S: the batch S is empty; sensitivities need at least one input point "

@@ -141,7 +141,7 @@ def test_transpose_part_equals_numpy(dtype, points, n_in, extra, part):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_prepare_stacks_and_pads_the_weights(dtype):
+def test_weights_are_stacked_by_side_and_padded(dtype):
     W = np.array([[1.5, -2.0, 0.0], [-0.5, 3.0, -1.0]], dtype)
     acc = sens._LayerMaxima(W, sens.DEFAULT_TILES)
     n, m = acc.n_out, acc.n_in

@@ -109,8 +109,8 @@ def test_sign_split_per_block_equals_global_split():
     acc = sens._LayerMaxima(W, sens.DEFAULT_TILES)
     for start in range(0, 20, 4):
         block = A[start:start + 4]
-        acc._update_nonnegative(np.maximum(block, 0))
-        acc._update_nonnegative(np.maximum(-block, 0))
+        acc._update_part(block, +1)  # max(block, 0)
+        acc._update_part(block, -1)  # max(-block, 0)
     assert acc.result().tobytes() == s.tobytes()
 
 
