@@ -108,3 +108,52 @@ def check_choice(value, name: str, choices) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}: must be one of {sorted(choices)}, got {value!r}.")
     return value
+
+
+def check_scalar(value, name: str, *, kind: str = "real", low=None, high=None,
+                 low_open: bool = False, high_open: bool = False, allow_none: bool = False):
+    """Validate one scalar argument and return it as a Python ``float``/``int``.
+
+    The one rule behind every scalar check of the package (messages share one
+    format: the parameter, the rule, the value received, and how to fix it).
+
+    Parameters
+    ----------
+    value
+        What the caller passed.
+    name
+        The parameter's name as the user wrote it (``"keep"``, ``"--eps"``).
+    kind
+        ``"real"`` (any finite real, returned as float) or ``"int"`` (an
+        integral value, returned as int). Booleans are refused for both.
+    low, high
+        Bounds; ``None`` for none. ``low_open``/``high_open`` make an end open.
+    allow_none
+        Return ``None`` unchanged instead of refusing it.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a number of the requested kind (or is a bool).
+    ValueError
+        ``value`` is NaN/inf or lies outside the interval.
+    """
+    if value is None and allow_none:
+        return None
+    if kind not in ("real", "int"):
+        raise ValueError(f"check_scalar: kind must be 'real' or 'int', got {kind!r}.")
+    want = "an integer" if kind == "int" else "a real number"
+    ok_type = (numbers.Integral, np.integer) if kind == "int" else (numbers.Real, np.floating, np.integer)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, ok_type):
+        raise TypeError(f"{name}: expected {want}, got {type(value).__name__} ({value!r}).")
+    value = int(value) if kind == "int" else float(value)
+    if kind == "real" and not np.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {value}.")
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        lo = "-inf" if low is None else repr(low)
+        hi = "inf" if high is None else repr(high)
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name}: must be in {interval}, got {value!r}.")
+    return value

@@ -11,57 +11,19 @@ the ``weight_0``/``bias_0`` spelling) load with ``load(path, activations=[...])`
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .network import Dense, Network
+from ..network import Dense, Network
+from ._atomic import atomic_write, atomic_write_many  # noqa: F401  (re-exported)
 
 FORMAT_NAME = "sparsify-network"
 FORMAT_VERSION = 1
 _MAX_LAYERS = 10_000
-
-
-def atomic_write(path, write, name: str = "out") -> Path:
-    """Call ``write(fileobj)`` on a temporary file beside ``path`` and rename it
-    into place, so a failure never leaves a partial file at ``path``."""
-    return atomic_write_many([(path, write, name)])[0]
-
-
-def atomic_write_many(items) -> list[Path]:
-    """Write several files all-or-nothing: ``items`` holds ``(path, write, name)``.
-
-    Every file is first written to a temporary file beside its target; only when
-    all writes succeeded are they renamed into place. ``name`` (e.g. "--json")
-    is used in the error raised when a target directory does not exist.
-    """
-    items = [(Path(path), write, name) for path, write, name in items]
-    for path, _, name in items:
-        directory = path.parent if str(path.parent) else Path(".")
-        if not directory.is_dir():
-            raise ValueError(f"{name}: directory {str(directory)!r} does not exist; create it first.")
-    temps: list[str] = []
-    try:
-        for path, write, _ in items:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temps.append(tmp)
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-        for (path, _, _), tmp in zip(items, temps):
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in temps:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        raise
-    return [path for path, _, _ in items]
 
 
 def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
