@@ -58,8 +58,10 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, default=50, metavar="N", help="independent prunings (default 50)")
     p.add_argument("--first-seed", type=int, default=0, metavar="K", help="seeds are K, K+1, ... (default 0)")
     p.add_argument("--eps", type=float, default=None,
-                   help=f"one tolerance for every side, in (0, {EPS_MAX:g}] (default: the bound each side claims)")
-    p.add_argument("--delta", type=float, default=DEFAULT_DELTA, help=f"failure probability (default {DEFAULT_DELTA:g})")
+                   help=f"one tolerance for every side, in (0, {EPS_MAX:g}] "
+                        "(default: the bound each side claims)")
+    p.add_argument("--delta", type=float, default=DEFAULT_DELTA,
+                   help=f"failure probability (default {DEFAULT_DELTA:g})")
     p.add_argument("--C", type=float, default=DEFAULT_C,
                    help=f"out-of-sample constant C of g(x) <= C s (default {DEFAULT_C:g})")
     p.add_argument("--confidence", type=float, default=0.95, help="level of the Clopper-Pearson intervals (default 0.95)")
