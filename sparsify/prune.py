@@ -86,7 +86,7 @@ def _check_options(method, allocation, delta, C):
 
 
 def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocation: str | None = None,
-          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C) -> PruneResult:
+          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, dask=None) -> PruneResult:
     """Prune ``network`` with SiPP using the batch ``X_S``.
 
     Parameters
@@ -109,6 +109,9 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
         Source of all randomness; the same seed gives bit-identical results.
     delta, C : float
         Failure probability and the out-of-sample constant of the bounds.
+    dask : None, "local", "local:N", "tcp://HOST:PORT" or a distributed.Client
+        Where the sensitivities of a ``dask.array`` S are computed (see
+        :func:`sparsify.sensitivity`); the result is the same bits.
 
     Returns
     -------
@@ -125,7 +128,7 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
     B = check_keep_budget(keep, budget, network.n_weights)
     gen = check_rng(rng)
     with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
-        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
+        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS, dask=dask)
         weights = [layer.weight for layer in network.layers]
         plan = _Plan(weights, s_list, C, delta)
         new_w, tables, achieved = plan.run(method, allocation, B, gen)

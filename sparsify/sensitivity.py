@@ -359,7 +359,8 @@ def _layer_inputs_of_block(network, X):
             a = layer.forward(a, matmul=_blas.matmul)  # row blocks on Numba's threads
 
 
-def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: dict | None = None) -> list:
+def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: dict | None = None,
+                dask=None) -> list:
     """Empirical sensitivities of every prunable layer of ``network`` on ``X_S``.
 
     Parameters
@@ -376,6 +377,10 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
     tiles : dict, optional
         Cache tiles of the kernel (keys of :data:`DEFAULT_TILES`); they change
         speed only, never the result.
+    dask : None, "local", "local:N", "tcp://HOST:PORT" or a distributed.Client
+        Where the chunks of a ``dask.array`` S (or, when given, of an array S)
+        run, one task per chunk (:mod:`sparsify.distributed`); bit-identical to
+        the in-memory result.
 
     Returns
     -------
@@ -389,17 +394,21 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
         If S has no points, a batch has the wrong shape, a value is NaN or
         infinite, or the forward pass overflows.
     """
-    return sensitivity_and_head(network, X_S, 0, chunk_size=chunk_size, tiles=tiles)[0]
+    return sensitivity_and_head(network, X_S, 0, chunk_size=chunk_size, tiles=tiles, dask=dask)[0]
 
 
 def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                         tiles: dict | None = None):
+                         tiles: dict | None = None, dask=None):
     """:func:`sensitivity`, |S|, and per layer the :class:`HeadBlock` list of the first
     ``keep_points`` points of S (the blocks, transposed inputs and ``Z`` the
     sensitivity step computes anyway; None when ``keep_points`` is 0). ``prune``'s
     report measures its errors on them, so S is traced and ``Z`` computed once."""
     from .network import Network
 
+    if dask is not None or type(X_S).__module__.split(".")[0] == "dask":  # a task per chunk, on Dask
+        from . import distributed
+        return distributed.sensitivity_and_head(network, X_S, keep_points, chunk_size=chunk_size, tiles=tiles,
+                                                dask=dask)
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
     chunk_size = _check_chunk_size(chunk_size)
