@@ -40,6 +40,7 @@ examples:
   sparsify verify model.npz --data S.npy --test T.npy
   sparsify verify model.npz --data S.npy --test T.npy --method rand --delta 0.05 --seeds 200 --json v.json
   sparsify verify export.npz --activations relu,relu,identity --data S.npy --test T.npy --plot v.png
+  sparsify verify model.npz --data S.npy --test T.npy --seeds 200 --dask local:4
 """
 
 
@@ -69,6 +70,10 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="OUT.png",
                    help="also sweep keep fractions for det, rand and hybrid and plot error and bound per layer "
                         "(needs matplotlib)")
+    p.add_argument("--dask", metavar="WHERE", default=None,
+                   help="run the seeds (and the --plot prunings) as tasks on Dask: 'local' (one worker per core), "
+                        "'local:N' or a scheduler address tcp://HOST:PORT; same results as without "
+                        "(needs the 'dask' extra)")
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
 
@@ -125,12 +130,14 @@ def _check_outputs(args) -> None:
 
 
 def run(args) -> int:
+    from ..distributed import check_dask, connect
     from ..io import atomic_write_many
     from ..verify import format_table, json_ready, plot_sweep, sweep, verify
 
     # everything that can be refused is refused here, before the long run
     _check_numbers(args)
     _check_outputs(args)
+    where = None if args.dask is None else check_dask(args.dask)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -142,20 +149,21 @@ def run(args) -> int:
     X_T = load_points(args.test, "--test")
     keep = args.keep if args.keep is not None or args.budget is not None else 0.1
     show = not args.quiet
-    result = verify(net, X_S, X_T, keep=keep, budget=args.budget, method=args.method, allocation=args.allocation,
-                    seeds=args.seeds, first_seed=args.first_seed, eps=args.eps, delta=args.delta, C=args.C,
-                    confidence=args.confidence, progress=_Progress("verify: seed", show))
-    result.update(model=str(args.model), data=str(args.data), test=str(args.test))
-    if show:
-        print(format_table(result))
-    outputs = []
-    if args.json:
-        outputs.append((args.json, json_writer(json_ready(result)), "--json"))  # non-finite floats as strings
-    if args.plot:
-        data = sweep(net, X_S, _PLOT_KEEPS, seed=args.first_seed, delta=args.delta, C=args.C,
-                     progress=_Progress("plot: pruning", show))
-        png = plot_sweep(data, None, title=f"{net}, |S|={X_S.shape[0]}, delta={args.delta:g}, C={args.C:g}")
-        outputs.append((args.plot, lambda fh: fh.write(png), "--plot"))
+    with connect(where) as client:  # one cluster for the seeds and the plot
+        result = verify(net, X_S, X_T, keep=keep, budget=args.budget, method=args.method, allocation=args.allocation,
+                        seeds=args.seeds, first_seed=args.first_seed, eps=args.eps, delta=args.delta, C=args.C,
+                        confidence=args.confidence, progress=_Progress("verify: seed", show), dask=client)
+        result.update(model=str(args.model), data=str(args.data), test=str(args.test))
+        if show:
+            print(format_table(result))
+        outputs = []
+        if args.json:
+            outputs.append((args.json, json_writer(json_ready(result)), "--json"))  # non-finite floats as strings
+        if args.plot:
+            data = sweep(net, X_S, _PLOT_KEEPS, seed=args.first_seed, delta=args.delta, C=args.C,
+                         progress=_Progress("plot: pruning", show), dask=client)
+            png = plot_sweep(data, None, title=f"{net}, |S|={X_S.shape[0]}, delta={args.delta:g}, C={args.C:g}")
+            outputs.append((args.plot, lambda fh: fh.write(png), "--plot"))
     atomic_write_many(outputs)  # all or nothing
     if show and (args.json or args.plot):
         print("wrote " + " and ".join(p for p in (args.json, args.plot) if p))

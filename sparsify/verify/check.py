@@ -27,6 +27,7 @@ in-sample ``verdict`` or ``pair_verdict`` is ``"violated"``.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Callable, Sequence
 
 import numpy as np
@@ -185,10 +186,66 @@ def _check_points(network: Network, X, name: str) -> np.ndarray:
     return X
 
 
+def _context(network: Network, X_S: np.ndarray, X_T: np.ndarray) -> dict:
+    """What every seed reads: one forward pass per batch (the side checks, the
+    cancellation factors, the forward bound and the original output all use it)."""
+    traces = {"S": network.trace(X_S), "T": network.trace(X_T)}
+    acts = network.activations
+    return dict(
+        network=network, X={"S": X_S, "T": X_T}, traces=traces, acts=acts,
+        A_split={name: [split_inputs(np.asarray(a, np.float64)) for a in tr] for name, tr in traces.items()},
+        nonempty=[np.stack([(layer.weight > 0).any(1), (layer.weight < 0).any(1)], 1) for layer in network.layers],
+        applicable=all(a in RELATIVE_ERROR_ACTIVATIONS for a in acts[:-1]),
+        forward_ok=all(a in LIPSCHITZ for a in acts),
+        z_orig={name: _output_preactivation(network, tr) for name, tr in traces.items()},
+        cancel={name: [cancellation(a, layer.weight, layer.bias) for a, layer in zip(tr, network.layers)]
+                for name, tr in traces.items()},
+    )
+
+
+def _seed_measurements(ctx: dict, opts: dict, seed: int) -> dict:
+    """Prune with one seed and measure every side and the output on S and T (plain arrays)."""
+    network = ctx["network"]
+    res = prune(network, ctx["X"]["S"], keep=opts["keep"], budget=opts["budget"], method=opts["method"],
+                allocation=opts["allocation"], rng=seed, delta=opts["delta"], C=opts["C"])
+    eps = opts["eps"]
+    layers, eps_neuron = [], []
+    for k, (layer, tab) in enumerate(zip(network.layers, res.sides)):
+        W, W_hat = layer.weight, res.network.layers[k].weight
+        claimed = tab.eps if eps is None else np.full(tab.eps.shape, eps)
+        nonempty = ctx["nonempty"][k]
+        pruned = nonempty & ~tab.dead & (tab.kept < tab.nnz)
+        row = dict(claimed=claimed, pruned=pruned, n_sampled=int(tab.sampled.sum()),
+                   eps_pruned=np.asarray(tab.eps)[pruned])
+        for name, A in ctx["A_split"].items():
+            row[name] = side_check(A[k], W, W_hat, claimed, opts["rtol"])
+        layers.append(row)
+        eps_neuron.append(np.max(np.where(nonempty, claimed, 0.0), axis=1))
+    out = dict(layers=layers, measured={}, bound={}, forward={},
+               report=dict(kept=[int(row["kept"]) for row in res.report.layers], allocation=res.report.allocation,
+                           achieved=int(res.report.achieved), total=int(res.report.total)))
+    acts, biases = ctx["acts"], [layer.bias for layer in network.layers]
+    for name, X in ctx["X"].items():
+        z_hat = _output_preactivation(res.network, res.network.trace(X))
+        out["measured"][name] = output_error(ctx["z_orig"][name], z_hat)
+        if ctx["applicable"]:
+            out["bound"][name] = np.asarray(propagate(eps_neuron, ctx["cancel"][name], activations=acts))
+        if ctx["forward_ok"]:
+            d = propagate_forward(eps_neuron, network.weights, ctx["traces"][name], acts, biases)
+            out["forward"][name] = _relative(d, ctx["z_orig"][name])
+    return out
+
+
+def _seed_task(shared, seed: int) -> dict:
+    """One seed as a Dask task (``shared`` is the context and the options, sent once per worker)."""
+    ctx, opts = shared
+    return _seed_measurements(ctx, opts, seed)
+
+
 def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", allocation=None,
            seeds: int = 50, first_seed: int = 0, eps=None, delta: float = DEFAULT_DELTA,
            C: float = DEFAULT_C, confidence: float = 0.95,
-           progress: Callable[[int, int], None] | None = None) -> dict:
+           progress: Callable[[int, int], None] | None = None, dask=None) -> dict:
     """Prune ``network`` with seeds ``first_seed, ..., first_seed + seeds - 1`` and check the bounds.
 
     Parameters
@@ -208,7 +265,11 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
     confidence : float
         Level of the Clopper–Pearson intervals.
     progress : callable(done, total), optional
-        Called after each seed.
+        Called after each seed (with ``dask``: each finished seed).
+    dask : None, "local", "local:N", "tcp://HOST:PORT" or a distributed.Client
+        Run the seeds as independent tasks on Dask (:mod:`sparsify.distributed`);
+        the result is the same as serially, bit for bit (the seeds' measurements
+        are combined in seed order on the caller's side).
 
     Returns
     -------
@@ -228,60 +289,54 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
     confidence = check_scalar(confidence, "confidence", low=0.0, high=1.0, low_open=True, high_open=True)
     eps = check_scalar(eps, "eps", low=0.0, low_open=True, high=EPS_MAX, allow_none=True)
     rtol = CHECK_RTOL[network.dtype]
+    if dask is not None:
+        from ..distributed import check_dask
 
-    # one forward pass per batch: the side checks, the cancellation factors, the forward
-    # bound and the original output all read the same trace
-    traces = {"S": network.trace(X_S), "T": network.trace(X_T)}
-    A_split = {name: [split_inputs(np.asarray(a, np.float64)) for a in tr] for name, tr in traces.items()}
-    nonempty = [np.stack([(layer.weight > 0).any(1), (layer.weight < 0).any(1)], 1) for layer in network.layers]
-    stats = {name: [_SetStats(a.shape[0]) for a in A] for name, A in A_split.items()}
+        check_dask(dask)  # refused before any work
 
-    acts = network.activations
-    applicable = all(a in RELATIVE_ERROR_ACTIVATIONS for a in acts[:-1])
-    z_orig = {name: _output_preactivation(network, tr) for name, tr in traces.items()}
-    cancel = {name: [cancellation(a, layer.weight, layer.bias) for a, layer in zip(tr, network.layers)]
-              for name, tr in traces.items()}
+    ctx = _context(network, X_S, X_T)
+    opts = dict(keep=keep, budget=budget, method=method, allocation=allocation, delta=delta, C=C, eps=eps, rtol=rtol)
+    nonempty, applicable, forward_ok = ctx["nonempty"], ctx["applicable"], ctx["forward_ok"]
+    stats = {name: [_SetStats(a.shape[0]) for a in A] for name, A in ctx["A_split"].items()}
     net_measured = {"S": [], "T": []}
     net_bound = {"S": [], "T": []}
     net_forward = {"S": [], "T": []}
-    forward_ok = all(a in LIPSCHITZ for a in acts)
-    biases = [layer.bias for layer in network.layers]
-
     sampled_counts = np.zeros((seeds, len(network.layers)), np.int64)
     eps_all = [[] for _ in network.layers]
-    report = None
-    for r in range(seeds):
-        seed = first_seed + r
-        res = prune(network, X_S, keep=keep, budget=budget, method=method, allocation=allocation,
-                    rng=seed, delta=delta, C=C)
-        report = res.report
-        eps_neuron = []
-        for k, (layer, tab) in enumerate(zip(network.layers, res.sides)):
-            W, W_hat = layer.weight, res.network.layers[k].weight
-            claimed = tab.eps if eps is None else np.full(tab.eps.shape, eps)
-            pruned = nonempty[k] & ~tab.dead & (tab.kept < tab.nnz)
-            n_sampled = int(tab.sampled.sum())
-            sampled_counts[r, k] = n_sampled
-            eps_all[k].append(np.asarray(tab.eps)[pruned])
-            for name, A in A_split.items():
-                fails, errors, pair_fails = side_check(A[k], W, W_hat, claimed, rtol)
-                stats[name][k].add(seed, fails, errors, pair_fails, nonempty[k], pruned, claimed, n_sampled)
-            eps_neuron.append(np.max(np.where(nonempty[k], claimed, 0.0), axis=1))
-        for name, X in (("S", X_S), ("T", X_T)):
-            z_hat = _output_preactivation(res.network, res.network.trace(X))
-            net_measured[name].append(output_error(z_orig[name], z_hat))
-            if applicable:
-                net_bound[name].append(np.asarray(propagate(eps_neuron, cancel[name], activations=acts)))
-            if forward_ok:
-                d = propagate_forward(eps_neuron, network.weights, traces[name], acts, biases)
-                net_forward[name].append(_relative(d, z_orig[name]))
-        if progress is not None:
-            progress(r + 1, seeds)
+    seed_list = range(first_seed, first_seed + seeds)
+    with ExitStack() as stack:
+        if dask is None:  # one seed after the other, here
+            results = (_seed_measurements(ctx, opts, seed) for seed in seed_list)
+        else:  # seeds as tasks; folded below in seed order, so the same bits as serially
+            from ..distributed import connect, run_ordered
+
+            client = stack.enter_context(connect(dask))
+            results = run_ordered(client, _seed_task, (ctx, opts), seed_list, name="sparsify-verify-seed",
+                                  progress=progress)
+        for r, out in enumerate(results):
+            seed = first_seed + r
+            for k, per_layer in enumerate(out["layers"]):
+                sampled_counts[r, k] = per_layer["n_sampled"]
+                eps_all[k].append(per_layer["eps_pruned"])
+                for name in ("S", "T"):
+                    fails, errors, pair_fails = per_layer[name]
+                    stats[name][k].add(seed, fails, errors, pair_fails, nonempty[k], per_layer["pruned"],
+                                       per_layer["claimed"], per_layer["n_sampled"])
+            for name in ("S", "T"):
+                net_measured[name].append(out["measured"][name])
+                if applicable:
+                    net_bound[name].append(out["bound"][name])
+                if forward_ok:
+                    net_forward[name].append(out["forward"][name])
+            if progress is not None and dask is None:
+                progress(r + 1, seeds)
+    report = out["report"]
+    acts = ctx["acts"]
 
     layers = []
     for k, layer in enumerate(network.layers):
         row = dict(layer=k, shape=f"{layer.n_out}x{layer.n_in}", activation=layer.activation,
-                   sides=int(nonempty[k].sum()), kept=int(report.layers[k]["kept"]), total=int(layer.weight.size),
+                   sides=int(nonempty[k].sum()), kept=int(report["kept"][k]), total=int(layer.weight.size),
                    sampled_sides_mean=float(sampled_counts[:, k].mean()),
                    eps_median=float(np.median(np.concatenate(eps_all[k]))) if sum(e.size for e in eps_all[k]) else 0.0)
         row.update(stats["S"][k].summary(seeds, delta, confidence))
@@ -295,8 +350,8 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
         net["product_reason"] = (f"hidden activations {acts[:-1]} include one outside "
                                  f"{sorted(RELATIVE_ERROR_ACTIVATIONS)}")
     return dict(
-        method=method, allocation=report.allocation, keep=keep, budget=budget,
-        kept=int(report.achieved), total=int(report.total), seeds=seeds, first_seed=int(first_seed),
+        method=method, allocation=report["allocation"], keep=keep, budget=budget,
+        kept=int(report["achieved"]), total=int(report["total"]), seeds=seeds, first_seed=int(first_seed),
         delta=float(delta), C=float(C), eps=eps, confidence=float(confidence),
         n_S=int(X_S.shape[0]), n_T=int(X_T.shape[0]), counting=COUNTING,
         layers=layers, network=net,
@@ -309,34 +364,56 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
 # --- sweep for the plot -------------------------------------------------------------
 def sweep(network, X_S, keeps: Sequence[float], methods: Sequence[str] = METHODS, *,
           seed: int = 0, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C,
-          progress: Callable[[int, int], None] | None = None) -> dict:
+          progress: Callable[[int, int], None] | None = None, dask=None) -> dict:
     """Measured in-sample error and claimed bound per layer against kept weights, for each method.
 
     Returns ``{method: {"kept": (n_keeps, n_layers), "bound": ..., "measured": ...}}``
     where ``bound`` is the median claimed ``eps`` over the pruned sides of a layer and
     ``measured`` the median over the same sides of the largest relative error on S.
+    With ``dask`` (as in :func:`verify`) each (method, keep) pruning is a task; same result.
     """
     X_S = _check_points(network, X_S, "X_S")
+    if dask is not None:
+        from ..distributed import check_dask
+
+        check_dask(dask)
     A_S = [split_inputs(np.asarray(a, np.float64)) for a in network.trace(X_S)]
-    rtol = CHECK_RTOL[network.dtype]
+    shared = (network, X_S, A_S, dict(seed=seed, delta=delta, C=C, rtol=CHECK_RTOL[network.dtype]))
+    points = [(method, float(keep)) for method in methods for keep in keeps]
+    rows = []
+    with ExitStack() as stack:
+        if dask is None:
+            results = (_sweep_point(shared, point) for point in points)
+        else:
+            from ..distributed import connect, run_ordered
+
+            client = stack.enter_context(connect(dask))
+            results = run_ordered(client, _sweep_point, shared, points, name="sparsify-sweep", progress=progress)
+        for done, row in enumerate(results, 1):
+            rows.append(row)
+            if progress is not None and dask is None:
+                progress(done, len(points))
     out = {}
-    total, done = len(methods) * len(keeps), 0
-    for method in methods:
-        kept = np.zeros((len(keeps), len(network.layers)))
-        bnd = np.full_like(kept, np.nan)
-        meas = np.full_like(kept, np.nan)
-        for i, keep in enumerate(keeps):
-            res = prune(network, X_S, keep=float(keep), method=method, rng=seed, delta=delta, C=C)
-            for k, (layer, tab) in enumerate(zip(network.layers, res.sides)):
-                W_hat = res.network.layers[k].weight
-                kept[i, k] = np.count_nonzero(W_hat)
-                pruned = (tab.nnz > 0) & ~tab.dead & (tab.kept < tab.nnz)
-                if pruned.any():
-                    _, errors, _ = side_check(A_S[k], layer.weight, W_hat, tab.eps, rtol)
-                    bnd[i, k] = np.median(tab.eps[pruned])
-                    meas[i, k] = np.median(errors[pruned])
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        out[method] = dict(kept=kept, bound=bnd, measured=meas)
+    for m, method in enumerate(methods):
+        block = rows[m * len(keeps):(m + 1) * len(keeps)]
+        out[method] = {key: np.array([row[key] for row in block]).reshape(len(keeps), len(network.layers))
+                       for key in ("kept", "bound", "measured")}
     return out
+
+
+def _sweep_point(shared, point) -> dict:
+    """One pruning of :func:`sweep`: per layer the kept count, the median bound and the median error."""
+    network, X_S, A_S, opts = shared
+    method, keep = point
+    n = len(network.layers)
+    kept, bnd, meas = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
+    res = prune(network, X_S, keep=keep, method=method, rng=opts["seed"], delta=opts["delta"], C=opts["C"])
+    for k, (layer, tab) in enumerate(zip(network.layers, res.sides)):
+        W_hat = res.network.layers[k].weight
+        kept[k] = np.count_nonzero(W_hat)
+        pruned = (tab.nnz > 0) & ~tab.dead & (tab.kept < tab.nnz)
+        if pruned.any():
+            _, errors, _ = side_check(A_S[k], layer.weight, W_hat, tab.eps, opts["rtol"])
+            bnd[k] = np.median(tab.eps[pruned])
+            meas[k] = np.median(errors[pruned])
+    return dict(kept=kept, bound=bnd, measured=meas)
