@@ -215,7 +215,7 @@ def run_tasks(client, fn: Callable, shared, items: Iterable, *, name: str = "spa
                              pure=False, retries=0) for i, item in enumerate(items)]
     index = {f.key: i for i, f in enumerate(futures)}
     try:
-        for fut in distributed.as_completed(futures):
+        for fut in distributed.as_completed(futures, loop=client.loop):
             i = index[fut.key]
             if fut.status == "error":
                 exc = fut.exception()
@@ -347,22 +347,8 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int, til
             s_list = _fold(s_list, heads, i, res)
     else:
         with connect(spec if spec is not None else ("client", current_client())) as client:
-            plan = thread_plan(client)
-            shared_f = client.scatter(shared, broadcast=True, hash=False)  # the network travels once
-            from dask import delayed
-
-            tasks = [delayed(_chunk_task, pure=False)(shared_f, b, starts[i], keeps[i], plan)
-                     for i, b in enumerate(blocks)]
-            futures = client.compute(tasks)
-            index = {f.key: i for i, f in enumerate(futures)}
-            distributed = _require_distributed()
-            try:
-                for fut in distributed.as_completed(futures):
-                    res = fut.result()  # a task's error is raised here, with the worker's traceback
-                    s_list = _fold(s_list, heads, index[fut.key], res)
-                    fut.release()
-            finally:
-                client.cancel([f for f in futures if not f.done()])
+            for i, res in _chunks_on(client, blocks, starts, keeps, shared):
+                s_list = _fold(s_list, heads, i, res)
     head_lists = None
     if keep_points > 0:
         head_lists = [[] if h is not None else None for h in heads[0]]
@@ -371,6 +357,42 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int, til
                 if h is not None:
                     head_lists[k].extend(h)
     return s_list, n, head_lists
+
+
+def _chunks_on(client, blocks, starts, keeps, shared):
+    """Yield ``(i, result)`` of the chunk tasks as they finish, with at most two chunks per
+    worker thread in flight (so S is never in the workers' memory all at once)."""
+    distributed = _require_distributed()
+    plan = thread_plan(client)
+    shared_f = client.scatter(shared, broadcast=True, hash=False)  # the network travels once
+    window = 2 * max(1, sum(client.nthreads().values()))
+    running = distributed.as_completed(loop=client.loop)
+    index, inputs, futures = {}, {}, {}
+    nxt = 0
+
+    def submit(i):
+        block = client.compute(blocks[i])  # the chunk is read (or made) on a worker
+        fut = client.submit(_chunk_task, shared_f, block, starts[i], keeps[i], plan, pure=False,
+                            key=f"sparsify-sensitivity-chunk-{i}-{os.urandom(4).hex()}")
+        index[fut.key], inputs[fut.key], futures[fut.key] = i, block, fut
+        running.add(fut)
+
+    try:
+        while nxt < min(window, len(blocks)):
+            submit(nxt)
+            nxt += 1
+        for fut in running:
+            res = fut.result()  # a task's error is raised here, with the worker's traceback
+            i = index.pop(fut.key)
+            inputs.pop(fut.key).release()
+            futures.pop(fut.key).release()
+            if nxt < len(blocks):
+                submit(nxt)
+                nxt += 1
+            yield i, res
+    finally:
+        client.cancel(list(futures.values()) + list(inputs.values()))
+        del shared_f
 
 
 def _fold(s_list, heads: dict, i: int, res):
