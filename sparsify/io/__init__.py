@@ -1,17 +1,23 @@
 """Reading and writing networks: ``load`` and ``save`` dispatch on the file suffix.
 
-``.npz`` is sparsify's self-describing format (:mod:`sparsify.io.npz`); other
-formats live in sibling modules, each importing its optional dependency only
-when called.
+``.npz`` is sparsify's self-describing format (:mod:`sparsify.io.npz`);
+``.onnx`` (:mod:`sparsify.io.onnx`) and ``.safetensors``
+(:mod:`sparsify.io.safetensors`) are the interchange formats, each importing
+its optional dependency only when called. :mod:`sparsify.io.csr` writes pruned
+weights as ``scipy.sparse`` CSR arrays.
 """
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 from ._atomic import atomic_write, atomic_write_many
-from .npz import FORMAT_NAME, FORMAT_VERSION, arrays_to_network, load, network_to_arrays, save
+from .npz import FORMAT_NAME, FORMAT_VERSION, arrays_to_network, network_to_arrays
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "SUFFIXES",
     "arrays_to_network",
     "atomic_write",
     "atomic_write_many",
@@ -19,3 +25,37 @@ __all__ = [
     "network_to_arrays",
     "save",
 ]
+
+#: file suffix -> module of this package that reads and writes it
+SUFFIXES = {".npz": "npz", ".onnx": "onnx", ".safetensors": "safetensors"}
+
+
+def _format_module(path, name: str):
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise TypeError(f"{name}: expected a file path (str or pathlib.Path), got {type(path).__name__}.")
+    suffix = Path(path).suffix.lower()
+    module = SUFFIXES.get(suffix)
+    if module is None:
+        raise ValueError(
+            f"{name}: cannot tell the format of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
+            f"supported suffixes are {', '.join(SUFFIXES)}."
+        )
+    return importlib.import_module(f"{__name__}.{module}")
+
+
+def load(path, *, activations=None):
+    """Read a network from ``path``; the suffix picks the format.
+
+    ``.npz`` (sparsify's own format, or plain ``W0, b0, ...`` arrays),
+    ``.onnx`` (a graph of Gemm/MatMul/Conv/... nodes, see
+    :mod:`sparsify.io.onnx`) or ``.safetensors`` (PyTorch ``state_dict``
+    names, see :mod:`sparsify.io.safetensors`). ``activations`` names one
+    activation per layer where the file does not say it (plain exports).
+    """
+    return _format_module(path, "model").load(path, activations=activations)
+
+
+def save(net, path):
+    """Write ``net`` to ``path`` atomically; the suffix (``.npz``, ``.onnx``,
+    ``.safetensors``) picks the format. Returns the path written."""
+    return _format_module(path, "path").save(net, path)
