@@ -287,11 +287,11 @@ def network_to_model(net: Network):
     last = _emit(net.layers, "input", (nodes, inits), "")
     nodes[-1].output[0] = "output"
     del last
-    n_out = getattr(net.layers[-1], "n_out", None) if getattr(net.layers[-1], "kind", "") == "dense" else None
+    out_shape = net.forward(np.zeros((1, *in_shape), dtype=net.dtype)).shape[1:]
     graph = helper.make_graph(
         nodes, "sparsify_network",
         [helper.make_tensor_value_info("input", elem, ["batch", *in_shape])],
-        [helper.make_tensor_value_info("output", elem, ["batch", n_out] if n_out else None)],
+        [helper.make_tensor_value_info("output", elem, ["batch", *out_shape])],
         inits,
     )
     import sparsify
