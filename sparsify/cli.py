@@ -15,7 +15,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("prune", "demo", "verify", "experiment")
+SUBCOMMANDS = ("prune", "demo", "verify", "experiment", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,13 +46,35 @@ def _format_module(path, name: str):
 def load(path, *, activations=None):
     """Read a network from ``path``; the suffix picks the format.
 
-    ``.npz`` (sparsify's own format, or plain ``W0, b0, ...`` arrays),
-    ``.onnx`` (a graph of Gemm/MatMul/Conv/... nodes, see
+    ``.npz`` (sparsify's own format, plain ``W0, b0, ...`` arrays
+    or a CSR archive of :func:`sparsify.io.csr.save_csr`), ``.onnx`` (a graph of Gemm/MatMul/Conv/... nodes, see
     :mod:`sparsify.io.onnx`) or ``.safetensors`` (PyTorch ``state_dict``
     names, see :mod:`sparsify.io.safetensors`). ``activations`` names one
     activation per layer where the file does not say it (plain exports).
     """
-    return _format_module(path, "model").load(path, activations=activations)
+    module = _format_module(path, "model")
+    if module.__name__.endswith(".npz") and _is_csr_archive(path):
+        from .csr import load_csr
+
+        if activations is not None:
+            raise ValueError(f"activations: {str(path)!r} is a CSR archive that records its activations; "
+                             "omit activations=.")
+        return load_csr(path)
+    return module.load(path, activations=activations)
+
+
+def _is_csr_archive(path) -> bool:
+    """Whether an ``.npz`` file is a CSR archive of :mod:`sparsify.io.csr` (False when unreadable)."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("format.npy") as fh:
+            fmt = np.lib.format.read_array(fh, allow_pickle=False)
+        return fmt.shape == () and fmt.dtype.kind == "U" and str(fmt) == "sparsify-csr"
+    except Exception:
+        return False
 
 
 def save(net, path):
