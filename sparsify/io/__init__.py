@@ -46,9 +46,9 @@ def _format_module(path, name: str):
 def load(path, *, activations=None):
     """Read a network from ``path``; the suffix picks the format.
 
-    ``.npz`` (sparsify's own format, plain ``W0, b0, ...`` arrays
-    or a CSR archive of :func:`sparsify.io.csr.save_csr`), ``.onnx`` (a graph of Gemm/MatMul/Conv/... nodes, see
-    :mod:`sparsify.io.onnx`) or ``.safetensors`` (PyTorch ``state_dict``
+    ``.npz`` (sparsify's own format, plain ``W0, b0, ...`` arrays or a CSR
+    archive of :func:`sparsify.io.csr.save_csr`), ``.onnx`` (a graph of
+    Gemm/MatMul/Conv/... nodes, see :mod:`sparsify.io.onnx`) or ``.safetensors`` (PyTorch ``state_dict``
     names, see :mod:`sparsify.io.safetensors`). ``activations`` names one
     activation per layer where the file does not say it (plain exports).
     """
