@@ -314,3 +314,106 @@ def test_conv_without_the_layer_is_refused_clearly(tmp_path):
         pytest.skip("sparsify has Conv2d")
     msg = _error(_save(_conv_model(np.random.default_rng(7)), tmp_path))
     assert "Conv" in msg and "node 0" in msg and "not supported" in msg
+
+
+# --- the converter's layer specs for conv graphs, checked with a NumPy evaluator ----------------------
+def _conv_ref(X, W, b, stride, pad, dil):
+    Xp = np.pad(X, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    kh, kw = W.shape[2:]
+    H = (Xp.shape[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    Wd = (Xp.shape[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    out = np.zeros((X.shape[0], W.shape[0], H, Wd))
+    for i in range(H):
+        for j in range(Wd):
+            patch = Xp[:, :, i * stride[0]: i * stride[0] + dil[0] * (kh - 1) + 1: dil[0],
+                       j * stride[1]: j * stride[1] + dil[1] * (kw - 1) + 1: dil[1]]
+            out[:, :, i, j] = np.einsum("ncuv,ocuv->no", patch, W)
+    return out + (0 if b is None else b[None, :, None, None])
+
+
+def _pool_ref(X, kind, kernel, stride, pad):
+    fill = -np.inf if kind == "maxpool" else 0.0
+    Xp = np.pad(X, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])), constant_values=fill)
+    H = (Xp.shape[2] - kernel[0]) // stride[0] + 1
+    Wd = (Xp.shape[3] - kernel[1]) // stride[1] + 1
+    out = np.empty(X.shape[:2] + (H, Wd))
+    for i in range(H):
+        for j in range(Wd):
+            win = Xp[:, :, i * stride[0]: i * stride[0] + kernel[0], j * stride[1]: j * stride[1] + kernel[1]]
+            out[:, :, i, j] = win.max(axis=(2, 3)) if kind == "maxpool" else win.mean(axis=(2, 3))
+    return out
+
+
+def _eval_specs(specs, X):
+    from sparsify.activations import get_activation
+
+    for s in specs:
+        act = get_activation(s.get("activation") or "identity")
+        if s["kind"] == "dense":
+            X = act(X @ s["weight"].T + (0 if s["bias"] is None else s["bias"]))
+        elif s["kind"] == "conv":
+            X = act(_conv_ref(X, s["weight"], s["bias"], s["stride"], s["padding"], s["dilation"]))
+        elif s["kind"] in ("maxpool", "avgpool"):
+            X = _pool_ref(X, s["kind"], s["kernel"], s["stride"], s["padding"])
+        elif s["kind"] == "flatten":
+            X = X.reshape(len(X), -1)
+        else:
+            skip = X if s["shortcut"] is None else _eval_specs([s["shortcut"]], X)
+            X = act(_eval_specs(s["body"], X) + skip)
+    return X
+
+
+def _projection_model(rng):
+    """A downsampling residual block: body conv(stride 2)-BN-ReLU-conv, shortcut 1x1 conv(stride 2)-BN."""
+    bn = {f"{p}{k}": v for p in ("n1", "n2", "ns") for k, v in (("s", rng.uniform(0.5, 2, 4)), (
+        "b", rng.standard_normal(4)), ("m", rng.standard_normal(4)), ("v", rng.uniform(0.5, 2, 4)))}
+    inits = {"K1": rng.standard_normal((4, 2, 3, 3)), "K2": rng.standard_normal((4, 4, 3, 3)),
+             "Ks": rng.standard_normal((4, 2, 1, 1)), "W": rng.standard_normal((3, 16)), "bw": rng.standard_normal(3),
+             **bn}
+
+    def norm(x, p, y):
+        return helper.make_node("BatchNormalization", [x, f"{p}s", f"{p}b", f"{p}m", f"{p}v"], [y])
+    nodes = [helper.make_node("Conv", ["x", "K1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+             norm("c1", "n1", "b1"), helper.make_node("Relu", ["b1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "K2"], ["c2"], kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2]),
+             norm("c2", "n2", "b2"),
+             helper.make_node("Conv", ["x", "Ks"], ["cs"], kernel_shape=[1, 1], strides=[2, 2]), norm("cs", "ns", "bs"),
+             helper.make_node("Add", ["bs", "b2"], ["sum"]), helper.make_node("Relu", ["sum"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["f"]),
+             helper.make_node("Gemm", ["f", "W", "bw"], ["y"], transB=1)]
+    const = helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(np.array([-1, 16], np.int64)))
+    return _model([const] + nodes, inits, None, 3, in_shape=["N", 2, 4, 4])
+
+
+@pytest.mark.parametrize("case", ["MaxPool", "AveragePool", "GlobalAveragePool", "residual", "projection"])
+def test_conv_graph_specs_compute_what_onnxruntime_computes(tmp_path, monkeypatch, case):
+    from sparsify.io.onnx import model_to_specs, read_model
+
+    for name in ("Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Residual"):
+        monkeypatch.setattr(sp, name, object, raising=False)  # the handlers only look the classes up
+    rng = np.random.default_rng(11)
+    model = _projection_model(rng) if case == "projection" else _conv_model(rng, case == "residual",
+                                                                            "MaxPool" if case == "residual" else case)
+    specs, dtype = model_to_specs(read_model(_save(model, tmp_path)))
+    assert dtype == np.float32
+    kinds = [s["kind"] for s in specs]
+    if case == "projection":
+        assert kinds == ["residual", "flatten", "dense"] and specs[0]["shortcut"]["kind"] == "conv"
+        assert specs[0]["activation"] == "relu" and [s["kind"] for s in specs[0]["body"]] == ["conv", "conv"]
+    elif case == "residual":
+        assert kinds == ["conv", "residual", "maxpool", "flatten", "dense"] and specs[1]["shortcut"] is None
+    X = np.random.default_rng(12).standard_normal((5, 2, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(_eval_specs(specs, X.astype(np.float64)), _run_ort(model, X), rtol=1e-4, atol=1e-5)
+
+
+def test_branches_a_residual_block_cannot_express_are_refused(tmp_path, monkeypatch):
+    for name in ("Conv2d", "Residual"):
+        monkeypatch.setattr(sp, name, object, raising=False)
+    rng = np.random.default_rng(0)
+    inits = {"K1": rng.standard_normal((2, 2, 3, 3)), "K2": rng.standard_normal((2, 2, 3, 3)), "W": np.ones((1, 32))}
+    nodes = [helper.make_node("Conv", ["x", "K1"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "K2"], ["b"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["s"], name="join"),
+             helper.make_node("Flatten", ["s"], ["f"]), helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
+    msg = _error(_save(_model(nodes, inits, None, 1, in_shape=["N", 2, 4, 4]), tmp_path))
+    assert "'join'" in msg and "1x1 convolution" in msg

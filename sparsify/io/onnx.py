@@ -134,8 +134,9 @@ def _graph_input(graph, source):
     return inputs[0].name, np.dtype(_DTYPES[tt.elem_type]), shape
 
 
-def model_to_network(model, source: str = "the ONNX model") -> Network:
-    """Convert a checked ``onnx.ModelProto`` into a :class:`Network` (see the module docstring)."""
+def model_to_specs(model, source: str = "the ONNX model") -> tuple[tuple, np.dtype]:
+    """The layer specs (plain dicts, see :mod:`sparsify.io._onnx_graph`) computing the graph's
+    output from its input, and the network's dtype."""
     import sparsify
     from onnx import numpy_helper
 
@@ -169,8 +170,14 @@ def model_to_network(model, source: str = "the ONNX model") -> Network:
     out = values[graph.output[0].name]
     if not isinstance(out, dict) or not out["layers"]:
         raise ValueError(f"model: the output of {source} is not computed by any layer from the input.")
+    return out["layers"], dtype
+
+
+def model_to_network(model, source: str = "the ONNX model") -> Network:
+    """Convert a checked ``onnx.ModelProto`` into a :class:`Network` (see the module docstring)."""
+    specs, dtype = model_to_specs(model, source)
     try:
-        return Network([_build(spec, dtype) for spec in out["layers"]])
+        return Network([_build(spec, dtype) for spec in specs])
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"model: {source}: {exc}") from None
 
