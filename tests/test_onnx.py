@@ -394,7 +394,8 @@ def test_conv_graph_specs_compute_what_onnxruntime_computes(tmp_path, monkeypatc
     rng = np.random.default_rng(11)
     model = _projection_model(rng) if case == "projection" else _conv_model(rng, case == "residual",
                                                                             "MaxPool" if case == "residual" else case)
-    specs, dtype = model_to_specs(read_model(_save(model, tmp_path)))
+    specs, dtype, shape = model_to_specs(read_model(_save(model, tmp_path)))
+    assert shape == (2, 4, 4)
     assert dtype == np.float32
     kinds = [s["kind"] for s in specs]
     if case == "projection":

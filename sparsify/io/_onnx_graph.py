@@ -303,9 +303,11 @@ def _residual(pa, pb):
     shortcut = None
     if rb:
         s = rb[0]
-        if len(rb) != 1 or s["kind"] != "conv" or s["weight"].shape[2:] != (1, 1) or s["activation"] is not None:
+        conv_1x1 = s["kind"] == "conv" and s["weight"].shape[2:] == (1, 1)
+        if len(rb) != 1 or not (conv_1x1 or s["kind"] == "dense") or s["activation"] is not None:
             raise _Refused("it adds two branches that a residual block cannot express: the shortcut must be the "
-                           "identity or one 1x1 convolution (optionally batch-normalised) without activation")
+                           "identity, one 1x1 convolution or one linear layer (optionally batch-normalised), "
+                           "without activation")
         shortcut = s
     if not ra:
         raise _Refused("it adds a tensor to itself")

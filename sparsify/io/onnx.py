@@ -134,9 +134,9 @@ def _graph_input(graph, source):
     return inputs[0].name, np.dtype(_DTYPES[tt.elem_type]), shape
 
 
-def model_to_specs(model, source: str = "the ONNX model") -> tuple[tuple, np.dtype]:
+def model_to_specs(model, source: str = "the ONNX model") -> tuple[tuple, np.dtype, tuple | None]:
     """The layer specs (plain dicts, see :mod:`sparsify.io._onnx_graph`) computing the graph's
-    output from its input, and the network's dtype."""
+    output from its input, the network's dtype and the per-point input shape (None if symbolic)."""
     import sparsify
     from onnx import numpy_helper
 
@@ -170,14 +170,19 @@ def model_to_specs(model, source: str = "the ONNX model") -> tuple[tuple, np.dty
     out = values[graph.output[0].name]
     if not isinstance(out, dict) or not out["layers"]:
         raise ValueError(f"model: the output of {source} is not computed by any layer from the input.")
-    return out["layers"], dtype
+    return out["layers"], dtype, shape
 
 
 def model_to_network(model, source: str = "the ONNX model") -> Network:
     """Convert a checked ``onnx.ModelProto`` into a :class:`Network` (see the module docstring)."""
-    specs, dtype = model_to_specs(model, source)
+    import inspect
+
+    specs, dtype, shape = model_to_specs(model, source)
     try:
-        return Network([_build(spec, dtype) for spec in specs])
+        layers = [_build(spec, dtype) for spec in specs]
+        if shape is not None and "input_shape" in inspect.signature(Network).parameters:
+            return Network(layers, input_shape=shape)
+        return Network(layers)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"model: {source}: {exc}") from None
 
@@ -218,6 +223,7 @@ def load(path, *, activations=None) -> Network:
 
 
 # --- writing -------------------------------------------------------------------------------------------
+_KIND_ALIASES = {"conv2d": "conv", "maxpool2d": "maxpool", "avgpool2d": "avgpool"}
 _ACT_OPS = {"relu": "Relu", "leaky_relu": "LeakyRelu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 
 
@@ -245,6 +251,7 @@ def _emit(layers, x, out, prefix):
     for k, layer in enumerate(layers):
         p = f"{prefix}layer{k}"
         kind = getattr(layer, "kind", type(layer).__name__)
+        kind = _KIND_ALIASES.get(kind, kind)
         y = f"{p}.out"
         if kind == "dense":
             ins = [x, const(f"{p}.weight", layer.weight)] + ([const(f"{p}.bias", layer.bias)] if layer.bias is not None else [])

@@ -192,7 +192,8 @@ def _weight(prefix, g, source):
     return orig * mask.astype(orig.dtype)  # what torch.nn.utils.prune computes
 
 
-def tensors_to_network(tensors, metadata=None, activations=None, order=None, source: str = "the file") -> Network:
+def tensors_to_network(tensors, metadata=None, activations=None, order=None, source: str = "the file",
+                       input_shape=None) -> Network:
     """Build a network from state_dict-named arrays (see the module docstring)."""
     import sparsify
 
@@ -234,21 +235,29 @@ def tensors_to_network(tensors, metadata=None, activations=None, order=None, sou
                                      "has no Conv2d layer")
                 layers.append(sparsify.Conv2d(W, b, act))
             else:
-                if layers and getattr(layers[-1], "kind", "dense") == "conv":
+                if layers and getattr(layers[-1], "kind", "dense") in ("conv", "conv2d"):
                     layers.append(sparsify.Flatten())
                 layers.append(Dense(W, b, act))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"model: layer {prefix!r} of {source}: {exc}") from None
     try:
-        return Network(layers)
+        return Network(layers) if input_shape is None else Network(layers, input_shape=tuple(input_shape))
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"model: {source}: {exc}") from None
+        hint = (" (a state_dict does not record the input shape: pass input_shape= to "
+                "sparsify.io.safetensors.load)" if "input_shape" in str(exc) else "")
+        raise type(exc)(f"model: {source}: {exc}{hint}") from None
 
 
-def load(path, *, activations=None, order=None) -> Network:
-    """Read a network from a safetensors file (see the module docstring)."""
+def load(path, *, activations=None, order=None, input_shape=None) -> Network:
+    """Read a network from a safetensors file (see the module docstring).
+
+    ``order`` lists the layer names (the part before ``.weight``) where the names
+    themselves do not determine the order; ``input_shape`` gives the per-point
+    shape ``(C, H, W)`` of a convolutional network.
+    """
     tensors, metadata = read_tensors(path)
-    return tensors_to_network(tensors, metadata, activations, order, source=repr(str(path)))
+    return tensors_to_network(tensors, metadata, activations, order, source=repr(str(path)),
+                              input_shape=input_shape)
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -259,7 +268,7 @@ def network_to_tensors(net: Network) -> tuple[dict[str, np.ndarray], dict[str, s
     tensors, names, acts, index = {}, [], [], 0
     for k, layer in enumerate(net.layers):
         kind = getattr(layer, "kind", type(layer).__name__)
-        if kind in ("dense", "conv"):
+        if kind in ("dense", "conv", "conv2d"):
             name = str(index)
             tensors[f"{name}.weight_orig"] = np.ascontiguousarray(layer.weight)
             tensors[f"{name}.weight_mask"] = (layer.weight != 0).astype(np.uint8)
@@ -268,7 +277,7 @@ def network_to_tensors(net: Network) -> tuple[dict[str, np.ndarray], dict[str, s
             names.append(name)
             acts.append(layer.activation)
             index += 1 if layer.activation in ("identity", "linear") else 2
-        elif kind in ("flatten", "maxpool", "avgpool"):
+        elif kind in ("flatten", "maxpool", "avgpool", "maxpool2d", "avgpool2d"):
             index += 1
         else:
             raise ValueError(f"net: layer {k} is a {kind} layer, which a flat state_dict cannot describe; "
