@@ -305,7 +305,10 @@ def test_conv_graphs_match_onnxruntime(tmp_path, pool, residual):
     net = sp.load(_save(model, tmp_path))
     X = np.random.default_rng(8).standard_normal((5, 2, 4, 4)).astype(np.float32)
     np.testing.assert_allclose(net.forward(X), _run_ort(model, X), rtol=1e-5, atol=1e-6)
-    again = sp.load(sp.save(net, tmp_path / "again.onnx"))
+    path = sp.save(net, tmp_path / "again.onnx")
+    np.testing.assert_allclose(_run_ort(path, X), net.forward(X), rtol=1e-5, atol=1e-6)
+    again = sp.load(path)
+    assert [type(a) for a in again.layers] == [type(b) for b in net.layers]
     np.testing.assert_allclose(again.forward(X), net.forward(X), rtol=1e-6, atol=1e-7)
 
 

@@ -112,6 +112,22 @@ def test_conv_weights_are_refused_without_conv_layers(tmp_path):
     assert "Conv2d" in _error(tmp_path / "c.safetensors", activations=["relu"])
 
 
+@pytest.mark.skipif(not hasattr(sp, "Conv2d"), reason="sparsify has no Conv2d layer yet")
+def test_conv_state_dict_needs_the_input_shape(tmp_path):
+    from sparsify.io.safetensors import load
+
+    rng = np.random.default_rng(4)
+    net = sp.Network([sp.Conv2d(rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3), "relu"), sp.Flatten(),
+                      sp.Dense(rng.standard_normal((4, 12)), None, "identity")], input_shape=(2, 4, 4))
+    path = sp.save(net, tmp_path / "c.safetensors")
+    assert sorted(st.load_file(str(path))) == ["0.bias", "0.weight_mask", "0.weight_orig", "3.weight_mask",
+                                                 "3.weight_orig"]  # Conv, ReLU, Flatten, Linear
+    assert "input_shape" in _error(path)
+    again = load(path, input_shape=(2, 4, 4))
+    X = rng.standard_normal((3, 2, 4, 4))
+    assert again.forward(X).tobytes() == net.forward(X).tobytes()
+
+
 # --- hostile headers ----------------------------------------------------------------------------------
 def _raw(tmp_path, header, data=b"", name="h.safetensors", length=None):
     blob = json.dumps(header).encode()
