@@ -253,20 +253,24 @@ def _emit(layers, x, out, prefix):
         kind = getattr(layer, "kind", type(layer).__name__)
         kind = _KIND_ALIASES.get(kind, kind)
         y = f"{p}.out"
+        if kind in ("dense", "conv"):
+            ins = [x, const(f"{p}.weight", layer.weight)]
+            if layer.bias is not None:
+                ins.append(const(f"{p}.bias", layer.bias))
         if kind == "dense":
-            ins = [x, const(f"{p}.weight", layer.weight)] + ([const(f"{p}.bias", layer.bias)] if layer.bias is not None else [])
             nodes.append(helper.make_node("Gemm", ins, [y], name=f"{p}/Gemm", transB=1))
         elif kind == "conv":
-            ins = [x, const(f"{p}.weight", layer.weight)] + ([const(f"{p}.bias", layer.bias)] if layer.bias is not None else [])
             pad = _pair(_get(layer, "padding"))
-            nodes.append(helper.make_node("Conv", ins, [y], name=f"{p}/Conv", kernel_shape=list(layer.weight.shape[2:]),
+            nodes.append(helper.make_node("Conv", ins, [y], name=f"{p}/Conv",
+                                          kernel_shape=list(layer.weight.shape[2:]),
                                           strides=_pair(_get(layer, "stride")), pads=pad + pad,
                                           dilations=_pair(_get(layer, "dilation"))))
         elif kind in ("maxpool", "avgpool"):
             pad = _pair(_get(layer, "padding"))
             extra = {"count_include_pad": 1} if kind == "avgpool" else {}
             op = "MaxPool" if kind == "maxpool" else "AveragePool"
-            nodes.append(helper.make_node(op, [x], [y], name=f"{p}/{op}", kernel_shape=_pair(_get(layer, "kernel", "kernel_size")),
+            nodes.append(helper.make_node(op, [x], [y], name=f"{p}/{op}",
+                                          kernel_shape=_pair(_get(layer, "kernel_size", "kernel")),
                                           strides=_pair(_get(layer, "stride")), pads=pad + pad, **extra))
         elif kind == "flatten":
             nodes.append(helper.make_node("Flatten", [x], [y], name=f"{p}/Flatten", axis=1))
