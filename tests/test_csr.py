@@ -134,3 +134,9 @@ def test_convert_a_plain_export_needs_activations_and_bad_input_writes_nothing(t
     err = capsys.readouterr().err
     assert ".npz, .onnx, .safetensors" in err and err.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == ["plain.npz"]
+
+
+def test_max_bytes_is_passed_on(tmp_path):
+    path = save_csr(_pruned(), tmp_path / "w.npz")
+    with pytest.raises(ValueError, match="max_bytes|limit"):
+        sp.load(path, max_bytes=10)

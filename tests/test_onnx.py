@@ -421,3 +421,10 @@ def test_branches_a_residual_block_cannot_express_are_refused(tmp_path, monkeypa
              helper.make_node("Flatten", ["s"], ["f"]), helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
     msg = _error(_save(_model(nodes, inits, None, 1, in_shape=["N", 2, 4, 4]), tmp_path))
     assert "'join'" in msg and "1x1 convolution" in msg
+
+
+def test_max_bytes_refuses_larger_files(tmp_path):
+    path = sp.save(sp.random_mlp([3, 4, 2], rng=0), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="max_bytes"):
+        sp.load(path, max_bytes=path.stat().st_size - 1)
+    assert len(sp.load(path, max_bytes=path.stat().st_size)) == 2

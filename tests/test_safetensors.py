@@ -177,3 +177,11 @@ def test_writing_refuses_and_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"sparsify\[safetensors\]"):
         sp.save(_net(), tmp_path / "m.safetensors")
     assert os.listdir(tmp_path) == []
+
+
+def test_max_bytes_refuses_larger_files(tmp_path):
+    path = sp.save(_net(), tmp_path / "m.safetensors")
+    size = path.stat().st_size
+    with pytest.raises(ValueError, match="max_bytes"):
+        sp.load(path, max_bytes=size - 1)
+    _same(_net(), sp.load(path, max_bytes=size))

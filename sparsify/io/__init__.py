@@ -43,7 +43,7 @@ def _format_module(path, name: str):
     return importlib.import_module(f"{__name__}.{module}")
 
 
-def load(path, *, activations=None):
+def load(path, *, activations=None, max_bytes=None):
     """Read a network from ``path``; the suffix picks the format.
 
     ``.npz`` (sparsify's own format, plain ``W0, b0, ...`` arrays or a CSR
@@ -51,16 +51,19 @@ def load(path, *, activations=None):
     Gemm/MatMul/Conv/... nodes, see :mod:`sparsify.io.onnx`) or ``.safetensors`` (PyTorch ``state_dict``
     names, see :mod:`sparsify.io.safetensors`). ``activations`` names one
     activation per layer where the file does not say it (plain exports).
+    ``max_bytes`` bounds the memory a file may ask for (None: each format's
+    default limit).
     """
     module = _format_module(path, "model")
+    options = {} if max_bytes is None else {"max_bytes": max_bytes}
     if module.__name__.endswith(".npz") and _is_csr_archive(path):
         from .csr import load_csr
 
         if activations is not None:
             raise ValueError(f"activations: {str(path)!r} is a CSR archive that records its activations; "
                              "omit activations=.")
-        return load_csr(path)
-    return module.load(path, activations=activations)
+        return load_csr(path, **options)
+    return module.load(path, activations=activations, **options)
 
 
 def _is_csr_archive(path) -> bool:

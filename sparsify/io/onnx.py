@@ -28,6 +28,7 @@ import numpy as np
 from ..activations import LEAKY_SLOPE
 from ..network import Dense, Network
 from ._atomic import atomic_write
+from .safetensors import check_size
 from ._onnx_graph import _NEEDS, HANDLERS, _attrs, _path, _Refused, supported_ops
 
 OPSET = 17
@@ -69,8 +70,10 @@ def _check_external(model, folder: Path, source: str) -> None:
                              f"of {loc!r}, which holds {size} bytes (truncated or corrupt).")
 
 
-def read_model(path):
-    """Parse and check an ONNX file (external data only from its own folder); returns the ModelProto."""
+def read_model(path, max_bytes=None):
+    """Parse and check an ONNX file (external data only from its own folder); returns the ModelProto.
+
+    ``max_bytes`` refuses a model file larger than that many bytes before it is parsed."""
     onnx = _require()
     path = Path(path)
     source = repr(str(path))
@@ -78,6 +81,7 @@ def read_model(path):
         raise ValueError(f"model: file {source} does not exist.")
     if path.is_dir():
         raise ValueError(f"model: {source} is a directory, expected an .onnx file.")
+    check_size(path, max_bytes)
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
@@ -212,10 +216,10 @@ def _build(spec, dtype):
     raise AssertionError(kind)  # pragma: no cover  (specs come from _onnx_graph only)
 
 
-def load(path, *, activations=None) -> Network:
+def load(path, *, activations=None, max_bytes=None) -> Network:
     """Read a network from an ONNX file. The graph names its activations, so
     ``activations`` is only checked against them."""
-    net = model_to_network(read_model(path), source=repr(str(path)))
+    net = model_to_network(read_model(path, max_bytes), source=repr(str(path)))
     if activations is not None and list(activations) != net.activations:
         raise ValueError(f"activations: {str(path)!r} computes {net.activations}, which differs from the given "
                          f"{list(activations)}; omit activations= for ONNX files.")

@@ -55,8 +55,18 @@ def _require():
     return safetensors.numpy
 
 
+def check_size(path: Path, max_bytes) -> None:
+    """Refuse a file larger than ``max_bytes`` (None: no limit beyond the file itself)."""
+    from .._validation import check_scalar
+
+    max_bytes = check_scalar(max_bytes, "max_bytes", kind="int", low=0, allow_none=True)
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise ValueError(f"max_bytes: {str(path)!r} holds {path.stat().st_size} bytes, more than max_bytes="
+                         f"{max_bytes}; raise max_bytes if you trust the file.")
+
+
 # --- header --------------------------------------------------------------------------------------------
-def read_header(path) -> tuple[dict, dict, int]:
+def read_header(path, max_bytes=None) -> tuple[dict, dict, int]:
     """Parse and check the header of a safetensors file without reading its data.
 
     Returns ``(entries, metadata, data_start)``: ``entries`` maps each tensor
@@ -68,6 +78,7 @@ def read_header(path) -> tuple[dict, dict, int]:
         raise ValueError(f"model: file {src} does not exist.")
     if path.is_dir():
         raise ValueError(f"model: {src} is a directory, expected a .safetensors file.")
+    check_size(path, max_bytes)
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(8)
@@ -127,10 +138,10 @@ def _entry(name, info, data_size, src):
     return dtype, tuple(shape), (offsets[0], offsets[1])
 
 
-def read_tensors(path) -> tuple[dict[str, np.ndarray], dict]:
+def read_tensors(path, max_bytes=None) -> tuple[dict[str, np.ndarray], dict]:
     """All tensors of a checked safetensors file as NumPy arrays, and its metadata."""
     st = _require()
-    entries, metadata, start = read_header(path)
+    entries, metadata, start = read_header(path, max_bytes)
     bad = sorted(name for name, (dtype, _, _) in entries.items() if dtype not in _NUMPY)
     if bad:
         raise ValueError(f"model: tensors {bad[:5]} of {str(path)!r} have dtypes NumPy cannot hold "
@@ -248,14 +259,15 @@ def tensors_to_network(tensors, metadata=None, activations=None, order=None, sou
         raise type(exc)(f"model: {source}: {exc}{hint}") from None
 
 
-def load(path, *, activations=None, order=None, input_shape=None) -> Network:
+def load(path, *, activations=None, order=None, input_shape=None, max_bytes=None) -> Network:
     """Read a network from a safetensors file (see the module docstring).
 
     ``order`` lists the layer names (the part before ``.weight``) where the names
     themselves do not determine the order; ``input_shape`` gives the per-point
-    shape ``(C, H, W)`` of a convolutional network.
+    shape ``(C, H, W)`` of a convolutional network; ``max_bytes`` refuses
+    larger files.
     """
-    tensors, metadata = read_tensors(path)
+    tensors, metadata = read_tensors(path, max_bytes)
     return tensors_to_network(tensors, metadata, activations, order, source=repr(str(path)),
                               input_shape=input_shape)
 
