@@ -9,6 +9,8 @@ weights as ``scipy.sparse`` CSR arrays.
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from pathlib import Path
 
 from ._atomic import atomic_write, atomic_write_many
@@ -31,16 +33,31 @@ SUFFIXES = {".npz": "npz", ".onnx": "onnx", ".safetensors": "safetensors"}
 
 
 def _format_module(path, name: str):
-    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
         raise TypeError(f"{name}: expected a file path (str or pathlib.Path), got {type(path).__name__}.")
+    if not os.fspath(path):
+        raise ValueError(f"{name}: the file name is empty; give a path such as 'model.npz'.")
     suffix = Path(path).suffix.lower()
     module = SUFFIXES.get(suffix)
     if module is None:
-        raise ValueError(
-            f"{name}: cannot tell the format of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
-            f"supported suffixes are {', '.join(SUFFIXES)}."
-        )
+        if _not_a_plain_file(path):
+            module = "npz"  # a directory, FIFO, device or link loop: its checks name what the path is
+        else:
+            raise ValueError(
+                f"{name}: cannot tell the format of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
+                f"supported suffixes are {', '.join(SUFFIXES)}."
+            )
     return importlib.import_module(f"{__name__}.{module}")
+
+
+def _not_a_plain_file(path) -> bool:
+    """True when ``path`` exists as something other than a regular file, or cannot be looked at."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
 
 
 def load(path, *, activations=None, max_bytes=None):
