@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparsify import allocation, baselines, bounds, cli
 from sparsify import experiment as E
@@ -259,3 +261,26 @@ def test_config_json_holds_exactly_the_settings(tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert sorted(saved) == sorted(E.ExperimentConfig.keys()) and "labels" not in saved
     assert saved["seeds"] == [0] and np.isclose(saved["delta"], bounds.DEFAULT_DELTA)
+
+
+# --- property: what is written reads back unchanged; an accuracy outside [0, 1] never does -------
+unit = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=30)
+@given(acc=unit, after=unit, recall=st.lists(st.one_of(unit, st.just(float("nan"))), min_size=1, max_size=4),
+       kept=st.lists(st.integers(0, 50), min_size=1, max_size=3), seed=st.integers(0, 2**31),
+       bad=st.one_of(st.floats(1.0, 1e9, exclude_min=True), st.floats(-1e9, 0.0, exclude_max=True)))
+def test_rows_round_trip_and_out_of_range_accuracy_is_refused(tmp_path_factory, acc, after, recall, kept, seed, bad):
+    path = tmp_path_factory.mktemp("csv") / "results.csv"
+    total = [k + 3 for k in kept]
+    row = dict(good_row(seed=seed, acc=acc), accuracy_after_prune=after, per_class_recall=recall,
+               kept_per_layer=kept, total_per_layer=total, kept_weights=sum(kept), total_weights=sum(total))
+    E.write_results_csv(path, [row])
+    (back,) = E.read_results_csv(path)
+    assert {k: v for k, v in back.items() if k != "per_class_recall"} == {
+        k: v for k, v in row.items() if k != "per_class_recall"}
+    np.testing.assert_array_equal(back["per_class_recall"], recall)  # NaN where NaN, the same bits elsewhere
+    E.write_results_csv(path, [dict(row, test_accuracy=bad)])
+    with pytest.raises(ValueError, match=r"line 2: column test_accuracy: .* is outside \[0, 1\]"):
+        E.read_results_csv(path)
