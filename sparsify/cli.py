@@ -60,17 +60,18 @@ def main(argv=None) -> int:
 
 
 #: library parameter names whose command-line flag is spelled differently
-_FLAG_FOR = {"rng": "--seed", "X_S": "--data", "activations": "--activations"}
+_FLAG_FOR = {"rng": "--seed", "X_S": "--data", "X_T": "--test", "activations": "--activations"}
 
 
 def _flag_names(message: str, args) -> str:
-    """Say ``--keep:`` where the library said ``keep:``, so CLI users see their flags."""
+    """Say ``--keep:`` where the library said ``keep:`` (``--first-seed:`` for ``first_seed:``), so CLI
+    users see their flags."""
     head, sep, rest = message.partition(":")
     if not sep or " " in head:
         return message
     flag = _FLAG_FOR.get(head)
     if flag is None and head.isidentifier() and hasattr(args, head) and head not in ("model", "command"):
-        flag = "--" + head
+        flag = "--" + head.replace("_", "-")
     return f"{flag}:{rest}" if flag else message
 
 
