@@ -23,22 +23,17 @@ def load_model(args):
 
 
 def load_points(path, name: str = "--data") -> np.ndarray:
-    """Read a 2-D float array from a ``.npy`` file (memory-mapped, never unpickled)."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{name}: file {str(path)!r} does not exist.")
-    if path.suffix == ".npz":
+    """Read a 2-D float array from a ``.npy`` file (memory-mapped, never unpickled).
+
+    The header is checked against the file's size before anything is mapped
+    (:func:`sparsify.io._npyfile.read_npy`).
+    """
+    from ..io._npyfile import read_npy
+
+    if str(path).endswith(".npz"):
         raise ValueError(f"{name}: expected a .npy array of shape (n_points, n_in), got an .npz archive "
                          f"{str(path)!r}; save the points with np.save('S.npy', X).")
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except ValueError as exc:
-        raise ValueError(f"{name}: {str(path)!r} holds pickled objects or is not a .npy array ({exc}); "
-                         "save plain numbers with np.save.") from None
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{name}: {str(path)!r} is not a readable .npy file ({exc}).") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{name}: {str(path)!r} is not a single .npy array.")
+    arr = read_npy(path, name)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected an array of shape (n_points, n_in), got shape {arr.shape} "
                          f"from {str(path)!r}.")
