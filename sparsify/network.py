@@ -244,7 +244,7 @@ class Network:
             ok = False
         if not ok:
             raise TypeError(
-                f"dtype: a network computes in float32 or float64, got {dtype!r}; "
+                f"dtype: a network computes in float32 or float64, got {getattr(dtype, '__name__', repr(dtype))}; "
                 "use net.astype(np.float32) or net.astype(np.float64)."
             )
         dtype = np.dtype(dtype)
