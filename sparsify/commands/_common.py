@@ -39,6 +39,16 @@ def load_points(path, name: str = "--data") -> np.ndarray:
     return np.asarray(arr)
 
 
+def check_outputs(*targets) -> None:
+    """Refuse unwritable output paths before any long computation: ``targets`` are
+    ``(path, flag)`` pairs, ``path`` None for an output not asked for."""
+    from ..io._atomic import check_target
+
+    for path, flag in targets:
+        if path is not None:
+            check_target(path, flag)
+
+
 def json_writer(obj):
     """A ``write(fileobj)`` callable for :func:`sparsify.io.atomic_write_many` (JSON, no NaN)."""
     data = json.dumps(obj, indent=2, allow_nan=False).encode() + b"\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_model_args, json_writer, load_model, load_points
+from ._common import add_model_args, check_outputs, json_writer, load_model, load_points
 
 DESCRIPTION = """\
 Check SiPP's guarantees numerically.
@@ -84,8 +84,6 @@ class _Progress:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..io import atomic_write_many
     from ..verify import format_table, plot_sweep, sweep, verify
 
@@ -95,9 +93,7 @@ def run(args) -> int:
         except ImportError:
             raise ImportError("--plot needs matplotlib, which is in the 'plot' extra: "
                               "pip install 'sparsify[plot]'.") from None
-    for path, flag in ((args.json, "--json"), (args.plot, "--plot")):  # fail before the long run
-        if path and not Path(path).resolve().parent.is_dir():
-            raise ValueError(f"{flag}: directory {str(Path(path).parent)!r} does not exist; create it first.")
+    check_outputs((args.json, "--json"), (args.plot, "--plot"))  # fail before the long run
     net = load_model(args)
     X_S = load_points(args.data, "--data")
     X_T = load_points(args.test, "--test")
