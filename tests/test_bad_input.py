@@ -428,3 +428,19 @@ def test_an_unexpected_bug_keeps_its_traceback(cli_files, monkeypatch):
     with pytest.raises(KeyError):
         main(["prune", str(cli_files / "m.npz"), "--data", str(cli_files / "S.npy"),
               "--out", str(cli_files / "OUT.npz")])
+
+
+# --- what the checked readers must still read -------------------------------------------------------
+def test_fortran_ordered_and_big_endian_arrays_still_load(tmp_path):
+    rng = np.random.default_rng(3)
+    W0, W1 = rng.standard_normal((5, 4)), rng.standard_normal((3, 5))
+    np.savez(tmp_path / "plain.npz", W0=np.asfortranarray(W0), W1=W1.astype(">f8"), b1=np.zeros(3))
+    net = sp.load(tmp_path / "plain.npz", activations=["relu", "identity"])
+    np.testing.assert_array_equal(net.layers[0].weight, W0)
+    np.testing.assert_array_equal(net.layers[1].weight, W1)
+    S = rng.standard_normal((7, 4))
+    np.save(tmp_path / "S.npy", np.asfortranarray(S))
+    from sparsify.commands._common import load_points
+    np.testing.assert_array_equal(load_points(tmp_path / "S.npy"), S)
+    np.save(tmp_path / "empty.npy", np.ones((0, 4)))
+    assert load_points(tmp_path / "empty.npy").shape == (0, 4)
