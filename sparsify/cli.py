@@ -94,7 +94,7 @@ def _os_message(exc: OSError) -> str:
 
 
 #: library parameter names whose command-line flag is spelled differently
-_FLAG_FOR = {"rng": "--seed", "X_S": "--data", "activations": "--activations"}
+_FLAG_FOR = {"rng": "--seed", "X_S": "--data", "activations": "--activations", "max_bytes": "--max-bytes"}
 
 
 def _flag_names(message: str, args) -> str:

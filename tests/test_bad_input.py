@@ -444,3 +444,17 @@ def test_fortran_ordered_and_big_endian_arrays_still_load(tmp_path):
     np.testing.assert_array_equal(load_points(tmp_path / "S.npy"), S)
     np.save(tmp_path / "empty.npy", np.ones((0, 4)))
     assert load_points(tmp_path / "empty.npy").shape == (0, 4)
+
+
+def test_cli_max_bytes_caps_and_raises_the_limit(cli_files):
+    d = cli_files
+    total = sum(i.file_size for i in zipfile.ZipFile(d / "m.npz").infolist())
+    base = ["prune", d / "m.npz", "--data", d / "S.npy", "--keep", "0.5", "--quiet"]
+    code, err = _cli(d, base + ["--max-bytes", total - 1])
+    _assert_one_line(code, err, "model", "--max-bytes", str(total))
+    assert not (d / "OUT.npz").exists()
+    code, err = _cli(d, base + ["--max-bytes", "-5"])
+    _assert_one_line(code, err, "--max-bytes")
+    code, err = _cli(d, base + ["--max-bytes", total])
+    assert code == 0, err
+    assert len(sp.load(d / "OUT.npz")) == 2

@@ -10,6 +10,9 @@ def add_model_args(p) -> None:
     p.add_argument("model", metavar="MODEL", help="network as .npz (a sparsify file, or W0,b0,W1,b1,... arrays)")
     p.add_argument("--activations", metavar="A,B,...",
                    help="activation per layer for a plain W0,b0,... export, e.g. relu,relu,identity")
+    p.add_argument("--max-bytes", type=int, metavar="N", default=None,
+                   help="largest uncompressed size of MODEL to accept, in bytes (default: 200 x its file "
+                        "size + 64 MiB, at most 4 GiB); raise it for a trusted large model")
 
 
 def load_model(args):
@@ -18,7 +21,7 @@ def load_model(args):
     acts = None
     if getattr(args, "activations", None):
         acts = [a.strip() for a in args.activations.split(",") if a.strip()]
-    return load(args.model, activations=acts)
+    return load(args.model, activations=acts, max_bytes=getattr(args, "max_bytes", None))
 
 
 def load_points(path, name: str = "--data") -> np.ndarray:

@@ -164,10 +164,11 @@ def read_npz(path, name: str = "model", max_bytes: int | None = None,
             if max_bytes is None:
                 limit = min(MAX_BYTES, MAX_RATIO * size + MIN_ALLOWANCE)
                 fix = (f"if you trust the file, raise the limit with load(..., max_bytes={total}) "
-                       f"(it is min({MAX_BYTES}, {MAX_RATIO} x file size + {MIN_ALLOWANCE}) bytes by default)")
+                       f"(CLI: --max-bytes {total}); by default it is min({MAX_BYTES}, "
+                       f"{MAX_RATIO} x file size + {MIN_ALLOWANCE}) bytes")
             else:
                 limit = int(max_bytes)
-                fix = "raise max_bytes= if you trust the file"
+                fix = f"if you trust the file, raise max_bytes (CLI: --max-bytes) to at least {total}"
             if total > limit:
                 raise ValueError(f"{name}: {p} would inflate from {size} to {total} bytes, over the limit of "
                                  f"{limit} bytes; {fix}.")
