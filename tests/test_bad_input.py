@@ -272,6 +272,17 @@ def test_new_files_get_the_mode_of_a_plain_open(tmp_path, mask):
     assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == expected
 
 
+def test_the_umask_is_found_without_proc_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(_atomic, "open", _raiser(FileNotFoundError(errno.ENOENT, "no /proc")), raising=False)
+    old = os.umask(0o037)
+    try:
+        sp.save(_net(), tmp_path / "m.npz")
+        assert os.umask(0o037) == 0o037                    # restored after being read
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o640
+
+
 @pytest.mark.parametrize("mode", [0o600, 0o644, 0o664])
 def test_replacing_a_file_keeps_its_mode(tmp_path, mode):
     path = tmp_path / "m.npz"

@@ -31,6 +31,15 @@ def atomic_write(path, write, name: str = "out") -> Path:
 
 
 def _umask() -> int:
+    """The process's umask: read from /proc where it can be (no change even for an
+    instant), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
