@@ -95,7 +95,7 @@ def _check_activation_names(activations, source: str):
 
 
 def _names_entry(data, key: str, source: str) -> list[str]:
-    arr = data[key]
+    arr = np.asarray(data[key])
     if arr.ndim != 1 or arr.dtype.kind != "U":
         raise ValueError(
             f"model: {source} has an invalid {key!r} entry (dtype {arr.dtype}, shape {arr.shape}); expected a "
