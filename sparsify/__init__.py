@@ -9,6 +9,7 @@ from .network import Dense, Network, from_arrays, random_mlp
 from .prune import PruneResult, SideTable, prune
 from .report import Report
 from .sensitivity import sensitivity
+from . import verify  # the subpackage: sparsify.verify.verify(...) is the check
 
 __version__ = "0.1.0"
 
@@ -25,5 +26,6 @@ __all__ = [
     "random_mlp",
     "save",
     "sensitivity",
+    "verify",
     "__version__",
 ]

@@ -155,18 +155,30 @@ def sparsify_side_rand(w_side: np.ndarray, s_side: np.ndarray, u: np.ndarray) ->
 
 
 # --- the report: measured error of each side on S ----------------------------------
+def side_preactivations(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(|Z+|, |Ẑ+|), (|Z-|, |Ẑ-|)]``: each side's pre-activation part before and after pruning.
+
+    ``A`` (n_points, n_in) must already be sign-split (nonnegative, S1), so the
+    terms of one side share one sign and the magnitude is all a side needs.
+    ``Z± = A @ W±.T`` (S3, no bias) and ``Ẑ±`` the same with the entries of
+    ``W_hat`` on the original side of each weight (``W > 0`` resp. ``W < 0``).
+    Each array has shape (n_points, n_out), in the dtype of the products.
+    """
+    return [(np.abs(A @ np.where(side, W, 0).T), np.abs(A @ np.where(side, W_hat, 0).T))
+            for side in (W > 0, W < 0)]
+
+
 def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
     """Measured relative error ``max_x |(|Ẑ±_i(x)| - |Z±_i(x)|)| / |Z±_i(x)|`` of each side.
 
-    ``A`` is sign-split first; ``Z± = A @ W±.T`` and ``Ẑ±`` the same with the
-    entries of ``W_hat`` on the original side of each weight. Only points with
-    ``Z ≠ 0`` count; a side with ``Z = 0`` at every point gets NaN. Shape (n_out, 2).
+    ``A`` is sign-split first; ``Z±`` and ``Ẑ±`` are those of
+    :func:`side_preactivations`. Only points with ``Z ≠ 0`` count; a side with
+    ``Z = 0`` at every point gets NaN. Shape (n_out, 2).
     """
     A = split_inputs(A)
     out = np.full((W.shape[0], 2), np.nan)
-    for col, side in enumerate((W > 0, W < 0)):
-        Z = np.abs(A @ np.where(side, W, 0).T).astype(np.float64)
-        Zh = np.abs(A @ np.where(side, W_hat, 0).T).astype(np.float64)
+    for col, (Z, Zh) in enumerate(side_preactivations(A, W, W_hat)):
+        Z, Zh = Z.astype(np.float64), Zh.astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(Z > 0, np.abs(Zh - Z) / Z, np.nan)
         has = np.any(Z > 0, axis=0)

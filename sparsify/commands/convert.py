@@ -36,9 +36,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..io import save
-    from ._common import load_model
+    from pathlib import Path
 
+    from ..io import SUFFIXES, save
+    from ._common import check_outputs, load_model
+
+    suffix = Path(args.out).suffix.lower()
+    if args.format == "auto" and suffix not in SUFFIXES:
+        raise ValueError(f"OUT: cannot tell the format of {args.out!r} from its suffix {suffix or '(none)'!r}; "
+                         f"supported suffixes are {', '.join(SUFFIXES)} (or give --format csr).")
+    check_outputs((args.out, "OUT"))  # before reading IN
     net = load_model(args)
     if args.format == "csr":
         from ..io.csr import csr_sizes, format_sizes, save_csr

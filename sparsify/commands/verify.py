@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from ._common import add_model_args, json_writer, load_model, load_points
+from .._validation import check_scalar
+from ..allocation import ALLOCATIONS
+from ..bounds import DEFAULT_C, DEFAULT_DELTA
+from ..prune import METHODS
+from ..verify import EPS_MAX
+from ._common import add_model_args, check_outputs, json_writer, load_model, load_points
 
 DESCRIPTION = """\
 Check SiPP's guarantees numerically.
@@ -18,7 +24,8 @@ command prints the failure rate, its exact Clopper-Pearson upper bound, the
 rate the theory allows (delta times sampled sides times points, by the union
 bound) and a verdict:
 
-  holds              failures within the allowance (with delta = 1e-16: none)
+  holds              failures within the allowance (with delta = 1e-16: none);
+                     with failures it says why the claim is vacuous
   violated           the Clopper-Pearson lower bound exceeds the allowance
   not enough trials  more failures than allowed, but possibly by chance
 
@@ -45,15 +52,18 @@ def register(sub) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--keep", type=float, metavar="F", help="fraction of weights to keep, in (0, 1] (default 0.1)")
     size.add_argument("--budget", type=int, metavar="N", help="number of weights to keep")
-    p.add_argument("--method", choices=["det", "rand", "hybrid"], default="hybrid", help="per-side rule (default hybrid)")
-    p.add_argument("--allocation", choices=["global", "balanced"], default=None,
+    p.add_argument("--method", choices=METHODS, default="hybrid", help="per-side rule (default hybrid)")
+    p.add_argument("--allocation", choices=ALLOCATIONS, default=None,
                    help="budget rule (default: global for det, balanced otherwise)")
     p.add_argument("--seeds", type=int, default=50, metavar="N", help="independent prunings (default 50)")
     p.add_argument("--first-seed", type=int, default=0, metavar="K", help="seeds are K, K+1, ... (default 0)")
     p.add_argument("--eps", type=float, default=None,
-                   help="one tolerance for every side (default: the bound each side claims)")
-    p.add_argument("--delta", type=float, default=1e-16, help="failure probability (default 1e-16)")
-    p.add_argument("--C", type=float, default=3.0, help="out-of-sample constant C of g(x) <= C s (default 3)")
+                   help=f"one tolerance for every side, in (0, {EPS_MAX:g}] "
+                        "(default: the bound each side claims)")
+    p.add_argument("--delta", type=float, default=DEFAULT_DELTA,
+                   help=f"failure probability (default {DEFAULT_DELTA:g})")
+    p.add_argument("--C", type=float, default=DEFAULT_C,
+                   help=f"out-of-sample constant C of g(x) <= C s (default {DEFAULT_C:g})")
     p.add_argument("--confidence", type=float, default=0.95, help="level of the Clopper-Pearson intervals (default 0.95)")
     p.add_argument("--json", metavar="OUT.json", help="write the full result as JSON")
     p.add_argument("--plot", metavar="OUT.png",
@@ -61,6 +71,10 @@ def register(sub) -> None:
                         "(needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
+
+
+#: keep fractions of the --plot sweep
+_PLOT_KEEPS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)
 
 
 class _Progress:
@@ -83,21 +97,47 @@ class _Progress:
             print(f"{self.label} {done}/{total}", file=sys.stderr, flush=True)
 
 
+def _check_numbers(args) -> None:
+    """Every numeric option, with the rule the library applies (finite, in range)."""
+    check_scalar(args.keep, "--keep", low=0.0, high=1.0, low_open=True, allow_none=True)
+    check_scalar(args.budget, "--budget", kind="int", low=1, allow_none=True)
+    check_scalar(args.seeds, "--seeds", kind="int", low=1)
+    check_scalar(args.first_seed, "--first-seed", kind="int", low=0)
+    check_scalar(args.eps, "--eps", low=0.0, low_open=True, high=EPS_MAX, allow_none=True)
+    check_scalar(args.delta, "--delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    check_scalar(args.C, "--C", low=1.0)
+    check_scalar(args.confidence, "--confidence", low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def _check_outputs(args) -> None:
+    """Output paths: distinct, not an input file, in an existing directory."""
+    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--plot", args.plot)) if path]
+    inputs = [("MODEL", args.model), ("--data", args.data), ("--test", args.test)]
+    if len(outputs) == 2 and Path(args.json).resolve() == Path(args.plot).resolve():
+        raise ValueError(f"--json and --plot name the same file {args.json!r}; give each its own path.")
+    for flag, path in outputs:
+        for in_flag, in_path in inputs:
+            if Path(path).resolve() == Path(in_path).resolve():
+                raise ValueError(f"{flag}: {path!r} is the {in_flag} file; writing it would overwrite the input, "
+                                 "choose another path.")
+        if not Path(path).resolve().parent.is_dir():
+            raise ValueError(f"{flag}: directory {str(Path(path).parent)!r} does not exist; create it first.")
+
+
 def run(args) -> int:
-    from pathlib import Path
-
     from ..io import atomic_write_many
-    from ..verify import format_table, plot_sweep, sweep, verify
+    from ..verify import format_table, json_ready, plot_sweep, sweep, verify
 
-    if args.plot:  # fail before the long run, not after it
+    # everything that can be refused is refused here, before the long run
+    _check_numbers(args)
+    _check_outputs(args)
+    if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ImportError("--plot needs matplotlib, which is in the 'plot' extra: "
                               "pip install 'sparsify[plot]'.") from None
-    for path, flag in ((args.json, "--json"), (args.plot, "--plot")):  # fail before the long run
-        if path and not Path(path).resolve().parent.is_dir():
-            raise ValueError(f"{flag}: directory {str(Path(path).parent)!r} does not exist; create it first.")
+    check_outputs((args.json, "--json"), (args.plot, "--plot"))  # regular files or new paths only
     net = load_model(args)
     X_S = load_points(args.data, "--data")
     X_T = load_points(args.test, "--test")
@@ -111,10 +151,9 @@ def run(args) -> int:
         print(format_table(result))
     outputs = []
     if args.json:
-        outputs.append((args.json, json_writer(result), "--json"))
+        outputs.append((args.json, json_writer(json_ready(result)), "--json"))  # non-finite floats as strings
     if args.plot:
-        keeps = [k for k in (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)]
-        data = sweep(net, X_S, keeps, seed=args.first_seed, delta=args.delta, C=args.C,
+        data = sweep(net, X_S, _PLOT_KEEPS, seed=args.first_seed, delta=args.delta, C=args.C,
                      progress=_Progress("plot: pruning", show))
         png = plot_sweep(data, None, title=f"{net}, |S|={X_S.shape[0]}, delta={args.delta:g}, C={args.C:g}")
         outputs.append((args.plot, lambda fh: fh.write(png), "--plot"))

@@ -5,6 +5,16 @@
 (:mod:`sparsify.io.safetensors`) are the interchange formats, each importing
 its optional dependency only when called. :mod:`sparsify.io.csr` writes pruned
 weights as ``scipy.sparse`` CSR arrays.
+
+Reading distrusts the file (:mod:`sparsify.io._npyfile`): ``.npy`` headers are
+checked against the bytes really stored before anything is allocated, object
+arrays are refused, and an ``.npz`` archive may inflate to at most
+``MAX_RATIO`` (200) times its size plus ``MIN_ALLOWANCE`` (64 MiB), never
+beyond ``MAX_BYTES`` (4 GiB); ``load(path, max_bytes=N)`` replaces these limits
+for a trusted large model (for ``.onnx`` and ``.safetensors``, whose bytes are
+not compressed, it caps the file size). Writing (:mod:`sparsify.io._atomic`) is
+atomic, to a new path or an existing regular file only, with the permissions a
+plain ``open()`` would give.
 """
 from __future__ import annotations
 
@@ -14,11 +24,15 @@ import stat
 from pathlib import Path
 
 from ._atomic import atomic_write, atomic_write_many
+from ._npyfile import MAX_BYTES, MAX_RATIO, MIN_ALLOWANCE
 from .npz import FORMAT_NAME, FORMAT_VERSION, arrays_to_network, network_to_arrays
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAX_BYTES",
+    "MAX_RATIO",
+    "MIN_ALLOWANCE",
     "SUFFIXES",
     "arrays_to_network",
     "atomic_write",
