@@ -185,3 +185,16 @@ def test_max_bytes_refuses_larger_files(tmp_path):
     with pytest.raises(ValueError, match="max_bytes"):
         sp.load(path, max_bytes=size - 1)
     _same(_net(), sp.load(path, max_bytes=size))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".onnx"])
+def test_paths_that_are_not_model_files_are_named(tmp_path, suffix):
+    pytest.importorskip("onnx")
+    (tmp_path / f"dir{suffix}").mkdir()
+    assert "is a directory" in _error(tmp_path / f"dir{suffix}")
+    os.symlink(tmp_path / f"b{suffix}", tmp_path / f"a{suffix}")
+    os.symlink(tmp_path / f"a{suffix}", tmp_path / f"b{suffix}")
+    assert "symbolic link loop" in _error(tmp_path / f"a{suffix}")
+    os.mkfifo(tmp_path / f"pipe{suffix}")
+    assert "not a regular file" in _error(tmp_path / f"pipe{suffix}")  # refused without blocking on open
+    assert "does not exist" in _error(tmp_path / f"missing{suffix}")

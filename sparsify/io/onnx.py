@@ -28,7 +28,7 @@ import numpy as np
 from ..activations import LEAKY_SLOPE
 from ..network import Dense, Network
 from ._atomic import atomic_write
-from .safetensors import check_size
+from .safetensors import open_checked
 from ._onnx_graph import _NEEDS, HANDLERS, _attrs, _path, _Refused, supported_ops
 
 OPSET = 17
@@ -75,15 +75,11 @@ def read_model(path, max_bytes=None):
 
     ``max_bytes`` refuses a model file larger than that many bytes before it is parsed."""
     onnx = _require()
-    path = Path(path)
+    path, fh = open_checked(path, max_bytes, "an .onnx file")
     source = repr(str(path))
-    if not path.exists():
-        raise ValueError(f"model: file {source} does not exist.")
-    if path.is_dir():
-        raise ValueError(f"model: {source} is a directory, expected an .onnx file.")
-    check_size(path, max_bytes)
     try:
-        model = onnx.load_model(str(path), load_external_data=False)
+        with fh:
+            model = onnx.load_model(fh, load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ValueError(f"model: {source} is not a readable ONNX model (truncated or corrupt? {exc}).") from None
     if not model.HasField("graph") or not model.opset_import:

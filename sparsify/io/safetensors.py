@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,24 @@ def _require():
     return safetensors.numpy
 
 
+def open_checked(path, max_bytes, what: str):
+    """``(Path, open binary file)`` for a model file: a regular file of at most ``max_bytes``
+    bytes (None: any size); each failure is a ValueError saying what the path is."""
+    from ._npyfile import check_path, describe_os_error, open_for_reading
+
+    path = check_path(path, "model")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(describe_os_error(exc, path, "model", reading=True)) from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"model: {str(path)!r} is a directory; give {what}.")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"model: {str(path)!r} is not a regular file (a FIFO, device or socket); give {what}.")
+    check_size(path, max_bytes)
+    return path, open_for_reading(path, "model")
+
+
 def check_size(path: Path, max_bytes) -> None:
     """Refuse a file larger than ``max_bytes`` (None: no limit beyond the file itself)."""
     from .._validation import check_scalar
@@ -72,15 +92,10 @@ def read_header(path, max_bytes=None) -> tuple[dict, dict, int]:
     Returns ``(entries, metadata, data_start)``: ``entries`` maps each tensor
     name to ``(dtype, shape, (begin, end))`` with offsets into the data block.
     """
-    path = Path(path)
+    path, fh = open_checked(path, max_bytes, "a .safetensors file")
     src = repr(str(path))
-    if not path.exists():
-        raise ValueError(f"model: file {src} does not exist.")
-    if path.is_dir():
-        raise ValueError(f"model: {src} is a directory, expected a .safetensors file.")
-    check_size(path, max_bytes)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
         head = fh.read(8)
         if len(head) < 8:
             raise ValueError(f"model: {src} is not a safetensors file: {size} bytes, shorter than the 8-byte header length.")
@@ -146,8 +161,13 @@ def read_tensors(path, max_bytes=None) -> tuple[dict[str, np.ndarray], dict]:
     if bad:
         raise ValueError(f"model: tensors {bad[:5]} of {str(path)!r} have dtypes NumPy cannot hold "
                          f"({sorted({entries[b][0] for b in bad})}); save them as float32.")
+    _, fh = open_checked(path, max_bytes, "a .safetensors file")
+    with fh:
+        data = fh.read()
+    if len(data) != start + sum(end - begin for _, _, (begin, end) in entries.values()):
+        raise ValueError(f"model: {str(path)!r} changed while it was read.")
     try:
-        tensors = st.load(Path(path).read_bytes())
+        tensors = st.load(data)
     except Exception as exc:
         raise ValueError(f"model: {str(path)!r} is not a readable safetensors file ({exc}).") from None
     return tensors, metadata
