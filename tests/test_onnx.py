@@ -428,3 +428,12 @@ def test_max_bytes_refuses_larger_files(tmp_path):
     with pytest.raises(ValueError, match="max_bytes"):
         sp.load(path, max_bytes=path.stat().st_size - 1)
     assert len(sp.load(path, max_bytes=path.stat().st_size)) == 2
+
+
+def test_activations_as_one_string_is_refused_for_every_format(tmp_path):
+    net = sp.random_mlp([3, 2], rng=0)
+    for name in ("m.onnx", "m.safetensors"):
+        path = sp.save(net, tmp_path / name)
+        with pytest.raises(TypeError, match="the string 'identity'"):
+            sp.load(path, activations="identity")
+        assert sp.load(path, activations=["identity"]).activations == ["identity"]

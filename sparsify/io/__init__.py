@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ._atomic import atomic_write, atomic_write_many
 from ._npyfile import MAX_BYTES, MAX_RATIO, MIN_ALLOWANCE
-from .npz import FORMAT_NAME, FORMAT_VERSION, arrays_to_network, network_to_arrays
+from .npz import FORMAT_NAME, FORMAT_VERSION, _check_activation_names, arrays_to_network, network_to_arrays
 
 __all__ = [
     "FORMAT_NAME",
@@ -86,6 +86,7 @@ def load(path, *, activations=None, max_bytes=None):
     default limit).
     """
     module = _format_module(path, "model")
+    activations = _check_activation_names(activations, repr(str(path)))  # one rule for every format
     options = {} if max_bytes is None else {"max_bytes": max_bytes}
     if module.__name__.endswith(".npz") and _is_csr_archive(path):
         from .csr import load_csr
