@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_rng
+from ._validation import check_rng, check_scalar
 
 #: names accepted by :func:`load_dataset` (plus ``"mnist:DIR"``).
 DATASETS = ("digits", "generated")
@@ -63,12 +63,7 @@ class Dataset:
 
 # --- splitting and scaling -------------------------------------------------------
 def _check_fraction(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a fraction in (0, 1), got {type(value).__name__}.")
-    value = float(value)
-    if not (0.0 < value < 1.0):
-        raise ValueError(f"{name}: must be a fraction in (0, 1), got {value}; e.g. {name}=0.2.")
-    return value
+    return check_scalar(value, name, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 def stratified_split(y: np.ndarray, fractions, rng=None) -> list[np.ndarray]:
@@ -152,8 +147,7 @@ def make_generated(n_points: int = 2000, *, n_features: int = 64, n_classes: int
     """
     for value, name in ((n_points, "n_points"), (n_features, "n_features"), (n_classes, "n_classes"),
                         (latent, "latent")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: must be a positive integer, got {value!r}.")
+        check_scalar(value, name, kind="int", low=1)
     if n_classes < 2 or n_points < 5 * n_classes:
         raise ValueError(
             f"n_points, n_classes: need at least 2 classes and 5 points per class, got "
@@ -282,8 +276,7 @@ def draw_S(dataset: Dataset, size: int, rng=None) -> tuple[np.ndarray, np.ndarra
 
     Raises ValueError when the validation split is smaller than ``size``.
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"s_size: must be a positive integer, got {size!r}.")
+    size = check_scalar(size, "s_size", kind="int", low=1)
     n_val = len(dataset.y_val)
     if size > n_val:
         raise ValueError(

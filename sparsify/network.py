@@ -17,8 +17,17 @@ from typing import Sequence
 
 import numpy as np
 
-from ._validation import as_float_array
+from ._config import SUPPORTED_DTYPES
+from ._validation import as_float_array, check_scalar
 from .activations import get_activation
+
+
+def _refuse_masked(x, name: str) -> None:
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name}: numpy masked arrays are not accepted (the mask would be silently dropped); "
+            f"fill the masked entries first, e.g. {name}.filled(0)."
+        )
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -44,6 +53,8 @@ class Dense:
     activation: str = "identity"
 
     def __post_init__(self):
+        _refuse_masked(self.weight, "weight")
+        _refuse_masked(self.bias, "bias")
         w = as_float_array(self.weight, "weight", ndim=2)
         if w.shape[0] == 0 or w.shape[1] == 0:
             raise ValueError(f"weight: a layer needs at least one input and one output, got shape {w.shape}.")
@@ -104,7 +115,16 @@ class Network:
     """
 
     def __init__(self, layers: Sequence[Dense]):
-        layers = tuple(layers)
+        if isinstance(layers, Dense):
+            raise TypeError("layers: expected a sequence of sparsify.Dense layers, got a single Dense; "
+                            "wrap it in a list: Network([layer]).")
+        try:
+            layers = tuple(layers)
+        except TypeError:
+            raise TypeError(
+                f"layers: expected a sequence of sparsify.Dense layers, got {type(layers).__name__}; "
+                "e.g. Network([Dense(W0, b0, 'relu'), Dense(W1, b1, 'identity')])."
+            ) from None
         if not layers:
             raise ValueError("layers: a network needs at least one layer.")
         for k, layer in enumerate(layers):
@@ -171,6 +191,7 @@ class Network:
         that is lossless or the network's own precision; anything else that is
         not a finite real 2-D array is refused.
         """
+        _refuse_masked(X, name)
         X = as_float_array(X, name)
         if X.ndim != 2:
             raise ValueError(
@@ -216,6 +237,16 @@ class Network:
         return Network([layer.with_weight(w) for layer, w in zip(self.layers, weights)])
 
     def astype(self, dtype) -> "Network":
+        """A copy in ``dtype``, which must be float32 or float64."""
+        try:
+            ok = dtype is not None and np.dtype(dtype) in SUPPORTED_DTYPES
+        except TypeError:
+            ok = False
+        if not ok:
+            raise TypeError(
+                f"dtype: a network computes in float32 or float64, got {getattr(dtype, '__name__', repr(dtype))}; "
+                "use net.astype(np.float32) or net.astype(np.float64)."
+            )
         dtype = np.dtype(dtype)
         return Network(
             [
@@ -234,6 +265,11 @@ def from_arrays(arrays: Sequence, activations: Sequence[str]) -> Network:
 
     ``b_k`` may be None. ``activations`` gives one name per layer.
     """
+    if isinstance(activations, str):
+        raise TypeError(
+            f"activations: expected a sequence of names, one per layer, got the string {activations!r}; "
+            f"for a one-layer network pass [{activations!r}]."
+        )
     arrays = list(arrays)
     if len(arrays) % 2:
         raise ValueError(
@@ -259,8 +295,8 @@ def mlp_from_init(widths: Sequence[int], init, activation: str = "relu", *,
     from ._validation import check_rng
 
     gen = check_rng(rng)
-    widths = [int(w) for w in widths]
-    if len(widths) < 2 or min(widths) < 1:
+    widths = [check_scalar(w, f"widths[{k}]", kind="int", low=1) for k, w in enumerate(widths)]
+    if len(widths) < 2:
         raise ValueError(f"widths: need at least two positive sizes (input and output), got {widths}.")
     layers = []
     for k in range(len(widths) - 1):

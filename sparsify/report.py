@@ -61,7 +61,7 @@ class Report:
             dead_sides=self.dead_sides,
             sampled_sides=self.sampled_sides,
         )
-        return _jsonable(out)
+        return jsonable(out)
 
     def format_table(self) -> str:
         head = (
@@ -95,11 +95,13 @@ def _num(x) -> str:
     return f"{x:.3g}"
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``obj`` with NumPy scalars as Python numbers, NaN and inf as None (JSON has no NaN),
+    tuples as lists and dict keys as strings, ready for ``json.dumps(..., allow_nan=False)``."""
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, (float, np.floating)):

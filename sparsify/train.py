@@ -20,12 +20,11 @@ mask at every step. Networks are immutable, so training returns a new one.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ._validation import check_positive, check_rng
+from ._validation import check_rng, check_scalar
 from .activations import LEAKY_SLOPE, get_activation
 from .network import Dense, Network, mlp_from_init
 
@@ -220,21 +219,11 @@ def per_class_recall(network: Network, X, y, n_classes: int | None = None) -> np
 
 # --- SGD -------------------------------------------------------------------------------------
 def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}.")
-    if int(value) < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value}.")
-    return int(value)
+    return check_scalar(value, name, kind="int", low=minimum)
 
 
 def _check_nonneg(value, name: str, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}.")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (upper is not None and value >= upper):
-        rule = ">= 0" if upper is None else f"in [0, {upper})"
-        raise ValueError(f"{name}: must be {rule}, got {value}.")
-    return value
+    return check_scalar(value, name, low=0.0, high=upper, high_open=upper is not None)
 
 
 def train(network: Network, X, y, *, epochs: int = 30, batch_size: int = 64, lr: float = 0.05,
@@ -266,10 +255,10 @@ def train(network: Network, X, y, *, epochs: int = 30, batch_size: int = 64, lr:
         raise ValueError("X: training needs at least one point.")
     epochs = _check_int(epochs, "epochs", 0)
     batch_size = _check_int(batch_size, "batch_size", 1)
-    lr = check_positive(lr, "lr")
+    lr = check_scalar(lr, "lr", low=0.0, low_open=True)
     momentum = _check_nonneg(momentum, "momentum", upper=1.0)
     weight_decay = _check_nonneg(weight_decay, "weight_decay")
-    gamma = check_positive(gamma, "gamma")
+    gamma = check_scalar(gamma, "gamma", low=0.0, low_open=True)
     milestones = sorted(_check_int(m, "milestones[]", 0) for m in milestones)
     masks = _check_masks(masks, net)
     gen = check_rng(rng)

@@ -7,6 +7,7 @@ import pytest
 
 from sparsify import cli
 from sparsify import experiment as E
+from sparsify.experiment.results import _row_line
 
 
 def tiny_config(**overrides):
@@ -64,17 +65,18 @@ def make_row(method="sipp-det", keep=0.5, seed=0, acc=0.9):
 def test_results_csv_survives_a_half_written_last_line(tmp_path):
     path = tmp_path / "results.csv"
     rows = [make_row(keep=0.5), make_row(keep=0.2, acc=0.8)]
-    E._rewrite_csv(path, rows)
+    E.write_results_csv(path, rows)
     whole = path.read_text()
-    path.write_text(whole + E._row_line(make_row(keep=0.1))[:25])  # interrupted append
+    path.write_text(whole + _row_line(make_row(keep=0.1))[:25])  # interrupted append
     back = E.read_results_csv(path)
     assert [r["keep"] for r in back] == [0.5, 0.2]
     np.testing.assert_allclose(back[1]["test_accuracy"], 0.8)
     assert back[0]["kept_per_layer"] == [3, 2]
     assert back[0]["per_class_recall"][0] == 1.0 and np.isnan(back[0]["per_class_recall"][1])
-    # a garbled complete line is skipped too
+    # a garbled complete line is refused, naming the file and the line (it is never silently skipped)
     path.write_text(whole + "oops,1\n")
-    assert len(E.read_results_csv(path)) == 2
+    with pytest.raises(ValueError, match=r"results\.csv', line 4: has 2 field\(s\), expected 20"):
+        E.read_results_csv(path)
 
 
 def run_tiny(tmp_path, cfg, name="run"):
@@ -153,13 +155,13 @@ def test_iterative_cascade_and_lottery_panel(tmp_path):
 def test_config_validation_messages():
     with pytest.raises(ValueError, match="unknown key\\(s\\) \\['epoch'\\]"):
         E.ExperimentConfig.from_dict({"epoch": 3})
-    with pytest.raises(ValueError, match="methods contains unknown name\\(s\\) \\['sipp'\\]"):
+    with pytest.raises(ValueError, match="methods: unknown name\\(s\\) \\['sipp'\\]"):
         E.ExperimentConfig.from_dict({"methods": ["sipp"]})
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="mode: must be one of"):
         E.ExperimentConfig.from_dict({"mode": "twoshot"})
-    with pytest.raises(TypeError, match="keeps must be a list of fractions"):
+    with pytest.raises(ValueError, match=r"keeps\[1\]: must be in \(0, 1\), got 1.5"):
         E.ExperimentConfig.from_dict({"keeps": [0.5, 1.5]})
-    with pytest.raises(ValueError, match="keep_min \\(0.5\\) must not exceed keep_max"):
+    with pytest.raises(ValueError, match="keep_min: must not exceed keep_max \\(0.2\\), got 0.5"):
         E.ExperimentConfig.from_dict({"keep_min": 0.5, "keep_max": 0.2})
     assert E.ExperimentConfig.from_dict({"seeds": 3}).seeds == [0, 1, 2]
 

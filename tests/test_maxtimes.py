@@ -2,6 +2,7 @@
 their readable twins: same bits, on Hypothesis-drawn data and on edge cases."""
 import importlib
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -101,6 +102,9 @@ def test_overflowing_products_agree_with_the_twin():
     np.testing.assert_array_equal(fast, slow)
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason=(
+    "JIT-only: the tile refuses mixed dtypes when Numba types the intrinsic; under NUMBA_DISABLE_JIT=1 "
+    "it is the pure-Python twin, which callers reach only with validated, same-dtype arrays"))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tile_refuses_mixed_dtypes(dtype):
     other = np.float32 if dtype == np.float64 else np.float64

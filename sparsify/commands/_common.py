@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -11,6 +10,9 @@ def add_model_args(p) -> None:
     p.add_argument("model", metavar="MODEL", help="network as .npz (a sparsify file, or W0,b0,W1,b1,... arrays)")
     p.add_argument("--activations", metavar="A,B,...",
                    help="activation per layer for a plain W0,b0,... export, e.g. relu,relu,identity")
+    p.add_argument("--max-bytes", type=int, metavar="N", default=None,
+                   help="largest uncompressed size of MODEL to accept, in bytes (default: 200 x its file "
+                        "size + 64 MiB, at most 4 GiB); raise it for a trusted large model")
 
 
 def load_model(args):
@@ -19,30 +21,35 @@ def load_model(args):
     acts = None
     if getattr(args, "activations", None):
         acts = [a.strip() for a in args.activations.split(",") if a.strip()]
-    return load(args.model, activations=acts)
+    return load(args.model, activations=acts, max_bytes=getattr(args, "max_bytes", None))
 
 
 def load_points(path, name: str = "--data") -> np.ndarray:
-    """Read a 2-D float array from a ``.npy`` file (memory-mapped, never unpickled)."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{name}: file {str(path)!r} does not exist.")
-    if path.suffix == ".npz":
+    """Read a 2-D float array from a ``.npy`` file (memory-mapped, never unpickled).
+
+    The header is checked against the file's size before anything is mapped
+    (:func:`sparsify.io._npyfile.read_npy`).
+    """
+    from ..io._npyfile import read_npy
+
+    if str(path).endswith(".npz"):
         raise ValueError(f"{name}: expected a .npy array of shape (n_points, n_in), got an .npz archive "
                          f"{str(path)!r}; save the points with np.save('S.npy', X).")
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except ValueError as exc:
-        raise ValueError(f"{name}: {str(path)!r} holds pickled objects or is not a .npy array ({exc}); "
-                         "save plain numbers with np.save.") from None
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{name}: {str(path)!r} is not a readable .npy file ({exc}).") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{name}: {str(path)!r} is not a single .npy array.")
+    arr = read_npy(path, name)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected an array of shape (n_points, n_in), got shape {arr.shape} "
                          f"from {str(path)!r}.")
     return np.asarray(arr)
+
+
+def check_outputs(*targets) -> None:
+    """Refuse unwritable output paths before any long computation: ``targets`` are
+    ``(path, flag)`` pairs, ``path`` None for an output not asked for."""
+    from ..io._atomic import check_target
+
+    for path, flag in targets:
+        if path is not None:
+            check_target(path, flag)
 
 
 def json_writer(obj):

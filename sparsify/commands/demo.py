@@ -22,8 +22,9 @@ well under a minute. Without scikit-learn the demo runs on a dataset sparsify
 generates itself. Re-running with the same --out resumes an interrupted run.
 """
 
-#: kept fraction whose hybrid prune report is printed.
+#: kept fraction and method whose prune report is printed.
 REPORT_KEEP = 0.1
+REPORT_METHOD = "sipp-hybrid"
 
 
 def register(sub) -> None:
@@ -67,7 +68,7 @@ def run(args) -> int:
     print(result.summary.split("\n\nkept weights per layer")[0])
     print()
     print(format_layers(result.rows, config.mode, seed=config.seeds[0], keeps=[REPORT_KEEP]))
-    res, X_S = reprune(config, out, "sipp-hybrid", REPORT_KEEP, config.seeds[0])
+    res, X_S = reprune(config, out, REPORT_METHOD, REPORT_KEEP, config.seeds[0])
     sampled = res.report.sampled_sides
     print(f"\nSiPP hybrid at keep {REPORT_KEEP} (seed {config.seeds[0]}, |S| = {len(X_S)}): "
           f"{sampled} side(s) sampled" + (" - with the authors' delta and C, hybrid acts as per-neuron top-m"

@@ -25,7 +25,7 @@ def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-#: flag -> (config key, type, help)
+#: flag -> (config key, type, help); ``{name}`` in a help text is filled from the package's constants.
 FLAGS = {
     "--data": ("data", str, "dataset: digits, generated, or mnist:DIR (a folder with the MNIST IDX files)"),
     "--data-seed": ("data_seed", int, "seed of the train/validation/test split"),
@@ -41,22 +41,29 @@ FLAGS = {
     "--retrain-epochs": ("retrain_epochs", int, "epochs of fine-tuning after each prune"),
     "--retrain-lr": ("retrain_lr", float, "learning rate of fine-tuning"),
     "--retrain-milestones": ("retrain_milestones", _ints, "milestones of fine-tuning"),
-    "--methods": ("methods", _names, "comma-separated methods (default: all)"),
+    "--methods": ("methods", _names, "comma-separated methods from {methods} (default: all)"),
     "--keeps": ("keeps", _floats, "explicit kept fractions, e.g. 0.3,0.1,0.03 (overrides the geometric grid)"),
     "--keep-max": ("keep_max", float, "largest kept fraction of the geometric grid"),
     "--keep-min": ("keep_min", float, "smallest kept fraction of the geometric grid"),
     "--keep-points": ("keep_points", int, "number of kept fractions in the geometric grid"),
     "--seeds": ("seeds", _ints, "comma-separated seeds (repetitions)"),
-    "--mode": ("mode", str, "oneshot, retrain (prune then fine-tune) or iterative (prune-retrain cascade)"),
+    "--mode": ("mode", str, "one of {modes}: prune once, prune then fine-tune (default), or a prune-retrain "
+               "cascade"),
     "--s-size": ("s_size", int, "points in S (0: the authors' ceil(3 ln(8 eta eta* / delta)))"),
-    "--delta": ("delta", float, "failure probability of the SiPP bounds"),
-    "--C": ("C", float, "out-of-sample constant C of the SiPP bounds"),
-    "--lottery-method": ("lottery_method", str, "method whose mask the lottery-ticket panel trains"),
+    "--delta": ("delta", float, "failure probability of the SiPP bounds (default {delta:g})"),
+    "--C": ("C", float, "out-of-sample constant C of the SiPP bounds (default {C:g})"),
+    "--lottery-method": ("lottery_method", str, "method whose mask the lottery-ticket panel trains "
+                         "(default {lottery_method})"),
     "--lottery-keeps": ("lottery_keeps", _floats, "kept fractions of the lottery panel (default: the grid)"),
 }
 
 
 def register(subparsers) -> None:
+    from ..bounds import DEFAULT_C, DEFAULT_DELTA
+    from ..experiment import METHODS, MODES, ExperimentConfig
+
+    constants = dict(methods=", ".join(METHODS), modes=", ".join(MODES), delta=DEFAULT_DELTA, C=DEFAULT_C,
+                     lottery_method=ExperimentConfig().lottery_method)
     p = subparsers.add_parser(
         "experiment",
         help="train, prune with SiPP and baselines over a keep grid and seeds, report and plot",
@@ -71,7 +78,7 @@ def register(subparsers) -> None:
     p.add_argument("config", nargs="?", help="flat TOML file with the settings (keys as in the flags, with _)")
     p.add_argument("--out", help="output folder (default: sparsify-experiment-YYYYmmdd-HHMMSS)")
     for flag, (key, kind, text) in FLAGS.items():
-        p.add_argument(flag, dest=key, type=kind, default=None, help=text)
+        p.add_argument(flag, dest=key, type=kind, default=None, help=text.format(**constants))
     lot = p.add_mutually_exclusive_group()
     lot.add_argument("--lottery", dest="lottery", action="store_true", default=None,
                      help="add the lottery-ticket panel (default: on)")
@@ -85,9 +92,11 @@ def config_from_args(args):
     from ..experiment import ExperimentConfig, load_config
 
     values = load_config(args.config) if args.config else {}
-    keys = [key for key, _, _ in FLAGS.values()] + ["lottery"]
-    values.update({k: getattr(args, k) for k in keys if getattr(args, k, None) is not None})
-    return ExperimentConfig.from_dict(values, source=args.config or "flags")
+    spelled = {key: flag for flag, (key, _, _) in FLAGS.items()}
+    spelled["lottery"] = "--lottery/--no-lottery"
+    given = {k: getattr(args, k) for k in spelled if getattr(args, k, None) is not None}
+    values.update(given)
+    return ExperimentConfig.from_dict(values, source=args.config or "flags", names={k: spelled[k] for k in given})
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_model_args, json_writer, load_model, load_points
+from ._common import add_model_args, check_outputs, json_writer, load_model, load_points
 
 DESCRIPTION = """\
 Prune MODEL with sensitivity-informed provable pruning (SiPP).
@@ -53,6 +53,7 @@ def run(args) -> int:
     from ..io import atomic_write_many, network_to_arrays
     from ..prune import prune
 
+    check_outputs((args.out, "--out"), (args.json, "--json"))  # fail before the work, not after it
     net = load_model(args)
     X = load_points(args.data)
     keep = args.keep if args.keep is not None or args.budget is not None else 0.1

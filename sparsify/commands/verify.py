@@ -10,7 +10,7 @@ from ..allocation import ALLOCATIONS
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..prune import METHODS
 from ..verify import EPS_MAX
-from ._common import add_model_args, json_writer, load_model, load_points
+from ._common import add_model_args, check_outputs, json_writer, load_model, load_points
 
 DESCRIPTION = """\
 Check SiPP's guarantees numerically.
@@ -144,6 +144,7 @@ def run(args) -> int:
         except ImportError:
             raise ImportError("--plot needs matplotlib, which is in the 'plot' extra: "
                               "pip install 'sparsify[plot]'.") from None
+    check_outputs((args.json, "--json"), (args.plot, "--plot"))  # regular files or new paths only
     net = load_model(args)
     X_S = load_points(args.data, "--data")
     X_T = load_points(args.test, "--test")

@@ -3,8 +3,16 @@
 Format (version 1): keys ``format`` (= "sparsify-network"), ``format_version``,
 ``activations`` (unicode array, one per layer), ``kinds`` (unicode array),
 ``W0, W1, ...`` and ``b0, b1, ...`` (a bias is simply absent when the layer
-has none). Everything loads with ``allow_pickle=False``; user files are never
-unpickled.
+has none). User files are never unpickled.
+
+Loading distrusts the file (:mod:`sparsify.io._npyfile`): each array's header
+is read and checked before memory is reserved (its shape must fit the bytes
+the archive really holds; object dtypes are refused), and the archive may
+inflate to at most ``MAX_RATIO`` (200) times its file size plus 64 MiB, and
+never beyond ``MAX_BYTES`` (4 GiB). For a trusted, larger model pass
+``load(path, max_bytes=N)``, which replaces both limits by ``N`` bytes.
+Saving writes atomically (:mod:`sparsify.io._atomic`): to an existing regular
+file or a new path only, never leaving a partial file.
 
 Plain exports from other frameworks (``W0, b0, W1, b1, ...`` arrays only, or
 the ``weight_0``/``bias_0`` spelling) load with ``load(path, activations=[...])``.
@@ -12,14 +20,15 @@ the ``weight_0``/``bias_0`` spelling) load with ``load(path, activations=[...])`
 from __future__ import annotations
 
 import re
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..network import Dense, Network
+from .._validation import check_scalar
 from ._atomic import atomic_write, atomic_write_many  # noqa: F401  (re-exported)
+from ._npyfile import check_path, read_npz
 
 FORMAT_NAME = "sparsify-network"
 FORMAT_VERSION = 1
@@ -44,59 +53,64 @@ def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
 
 
 def save(net: Network, path) -> Path:
-    """Write ``net`` to ``path`` (a ``.npz`` file), atomically."""
+    """Write ``net`` to ``path`` (a ``.npz`` file name: a new path or an existing
+    regular file), atomically: on any failure nothing is written."""
     arrays = network_to_arrays(net)
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    path = check_path(path, "path")
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays), "path")
 
 
-def _open_npz(path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"model: file {str(path)!r} does not exist.")
-    if path.is_dir():
-        raise ValueError(f"model: {str(path)!r} is a directory, expected a .npz file.")
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
-    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
-        raise ValueError(
-            f"model: {str(path)!r} is not an .npz archive (it does not start like a zip or .npy file); "
-            "save a model with sparsify.save or np.savez(path, W0=..., b0=..., ...)."
-        )
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError("a single array, not an .npz archive of named arrays")
-        with data:
-            if len(data.files) > 4 * _MAX_LAYERS:
-                raise ValueError(f"{len(data.files)} entries")
-            return {key: data[key] for key in data.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickled" in str(exc).lower():
-            raise ValueError(
-                f"model: {str(path)!r} contains pickled Python objects, which sparsify never loads "
-                "for safety; re-save the arrays as plain numeric arrays."
-            ) from None
-        raise ValueError(f"model: {str(path)!r} is not a readable .npz model file ({exc}).") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise ValueError(f"model: {str(path)!r} is not a readable .npz model file ({exc}).") from None
-
-
-def _indexed(keys, patterns) -> dict[int, str]:
+def _indexed(keys, patterns, source: str) -> dict[int, str]:
+    """Layer index -> key for the keys matching one of ``patterns``; two keys for
+    one index (``W0`` and ``weight_0``, or ``W0`` and ``W00``) are refused."""
     found: dict[int, str] = {}
-    for key in keys:
+    for key in sorted(keys):
         for pat in patterns:
             m = re.fullmatch(pat, key)
             if m:
-                found[int(m.group(1))] = key
+                k = int(m.group(1))
+                if k in found and found[k] != key:
+                    raise ValueError(
+                        f"model: {source} is ambiguous: entries {found[k]!r} and {key!r} both name layer {k}; "
+                        "keep one spelling (W0, b0, W1, ... without leading zeros) and re-save."
+                    )
+                found[k] = key
     return found
+
+
+def _check_activation_names(activations, source: str):
+    if activations is None:
+        return None
+    if isinstance(activations, (str, bytes)):
+        raise TypeError(
+            f"activations: expected a sequence of names, one per layer, got the string {activations!r}; "
+            f"for a one-layer network pass [{activations!r}] (CLI: --activations relu,relu,identity)."
+        )
+    try:
+        return list(activations)
+    except TypeError:
+        raise TypeError(
+            f"activations: expected a sequence of names, one per layer, got {type(activations).__name__}."
+        ) from None
+
+
+def _names_entry(data, key: str, source: str) -> list[str]:
+    arr = np.asarray(data[key])
+    if arr.ndim != 1 or arr.dtype.kind != "U":
+        raise ValueError(
+            f"model: {source} has an invalid {key!r} entry (dtype {arr.dtype}, shape {arr.shape}); expected a "
+            "1-D array of names, one per layer; re-save the model with sparsify.save."
+        )
+    return arr.tolist()
 
 
 def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | None = None,
                       source: str = "arrays") -> Network:
     """Build a network from a dictionary of arrays (a sparsify file or a plain export)."""
+    activations = _check_activation_names(activations, source)
     if "format" in data:
         fmt = data["format"]
-        if fmt.shape != () or str(fmt) != FORMAT_NAME:
+        if not isinstance(fmt, np.ndarray) or fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT_NAME:
             raise ValueError(f"model: {source} has format {fmt!r}, expected {FORMAT_NAME!r}.")
         version = data.get("format_version")
         if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
@@ -104,23 +118,33 @@ def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | 
                 f"model: {source} has format_version {version!r}; this sparsify reads version {FORMAT_VERSION}. "
                 "Upgrade sparsify or re-save the model."
             )
-        stored = data.get("activations")
-        if stored is None or stored.ndim != 1 or stored.dtype.kind != "U":
-            raise ValueError(f"model: {source} lacks a valid 'activations' entry (1-D array of names).")
-        if activations is not None and list(activations) != stored.tolist():
+        if "activations" not in data:
+            raise ValueError(f"model: {source} lacks the 'activations' entry (1-D array of names); "
+                             "re-save the model with sparsify.save.")
+        stored = _names_entry(data, "activations", source)
+        if activations is not None and activations != stored:
             raise ValueError(
-                f"activations: {source} stores {stored.tolist()}, which differs from the given {list(activations)}; "
+                f"activations: {source} stores {stored}, which differs from the given {activations}; "
                 "omit activations= for sparsify files."
             )
-        activations = stored.tolist()
-        kinds = data.get("kinds")
-        if kinds is not None and any(k != "dense" for k in kinds.tolist()):
-            raise ValueError(f"model: {source} holds layer kinds {kinds.tolist()}; this version reads 'dense' only.")
-        w_keys = _indexed(data, [r"W(\d+)"])
-        b_keys = _indexed(data, [r"b(\d+)"])
+        w_keys = _indexed(data, [r"W(\d+)"], source)
+        b_keys = _indexed(data, [r"b(\d+)"], source)
+        if len(stored) != len(w_keys):
+            raise ValueError(
+                f"model: {source} stores {len(stored)} activation names {stored} for {len(w_keys)} weight "
+                "matrices; the file is damaged: re-save the model with sparsify.save."
+            )
+        activations = stored
+        if "kinds" in data:
+            kinds = _names_entry(data, "kinds", source)
+            if len(kinds) != len(w_keys):
+                raise ValueError(f"model: {source} stores {len(kinds)} layer kinds for {len(w_keys)} weight "
+                                 "matrices; the file is damaged: re-save the model with sparsify.save.")
+            if any(k != "dense" for k in kinds):
+                raise ValueError(f"model: {source} holds layer kinds {kinds}; this version reads 'dense' only.")
     else:
-        w_keys = _indexed(data, [r"W(\d+)", r"w(\d+)", r"weight_?(\d+)"])
-        b_keys = _indexed(data, [r"b(\d+)", r"bias_?(\d+)"])
+        w_keys = _indexed(data, [r"W(\d+)", r"w(\d+)", r"weight_?(\d+)"], source)
+        b_keys = _indexed(data, [r"b(\d+)", r"bias_?(\d+)"], source)
         if not w_keys:
             raise ValueError(
                 f"model: {source} is neither a sparsify model nor a plain export; expected arrays named "
@@ -158,12 +182,16 @@ def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | 
         raise type(exc)(f"model: {source}: {exc}") from None
 
 
-def load(path, activations: Sequence[str] | None = None) -> Network:
+def load(path, activations: Sequence[str] | None = None, *, max_bytes: int | None = None) -> Network:
     """Read a network from a ``.npz`` file.
 
     Sparsify files describe themselves. For a plain export holding arrays
     ``W0, b0, W1, b1, ...`` (biases optional), give ``activations``, one name
-    per layer. Loading never unpickles anything.
+    per layer. Loading never unpickles anything. ``max_bytes`` (default: the
+    limits of the module docstring) caps the archive's uncompressed size.
     """
-    data = _open_npz(path)
+    path = check_path(path, "model")
+    activations = _check_activation_names(activations, repr(str(path)))
+    max_bytes = check_scalar(max_bytes, "max_bytes", kind="int", low=0, allow_none=True)
+    data = read_npz(path, "model", max_bytes=max_bytes, max_members=4 * _MAX_LAYERS)
     return arrays_to_network(data, activations, source=repr(str(path)))

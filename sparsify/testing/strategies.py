@@ -19,18 +19,25 @@ either exactly 0 or in ``[min_magnitude, max_magnitude]``, so that products
 never underflow into subnormals; exact zeros are drawn on purpose, since they
 make dead sides and zero pre-activations, the edge cases a port gets wrong.
 
+Every drawn network (and batch) is written into the falsifying example's
+report with :func:`hypothesis.note` as Python code that rebuilds it exactly
+(:func:`network_code`), so a failure can be replayed outside Hypothesis.
+
 This module needs Hypothesis (the ``test`` extra).
 """
 from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Sequence
 
 import numpy as np
 
 try:
+    from hypothesis import note
     from hypothesis import strategies as st
+    from hypothesis.control import currently_in_test_context
     from hypothesis.extra import numpy as hnp
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without the extra
     raise ModuleNotFoundError(
@@ -49,12 +56,35 @@ __all__ = [
     "inputs",
     "keeps",
     "networks",
+    "network_code",
     "networks_with_inputs",
     "side_sensitivities",
     "weight_matrices",
 ]
 
 _DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
+
+
+def array_code(a: np.ndarray) -> str:
+    """``np.array([...], dtype=np.float64)``: Python code giving back ``a`` bit for bit."""
+    body = np.array2string(np.asarray(a), separator=", ", threshold=sys.maxsize, max_line_width=sys.maxsize,
+                           floatmode="unique")
+    return f"np.array({body}, dtype=np.{np.asarray(a).dtype.name})"
+
+
+def network_code(net: Network) -> str:
+    """Python code that rebuilds ``net`` exactly (weights, biases, activations)."""
+    layers = ", ".join(
+        f"Dense({array_code(layer.weight)}, {'None' if layer.bias is None else array_code(layer.bias)}, "
+        f"{layer.activation!r})"
+        for layer in net.layers
+    )
+    return f"Network([{layers}])"
+
+
+def _note(label: str, code: str) -> None:
+    if currently_in_test_context():
+        note(f"{label} = {code}")
 
 
 # --- argument validation ------------------------------------------------------
@@ -234,7 +264,9 @@ def networks(*, n_layers=(1, 3), widths=(1, 6), n_in=None, activations=("relu",)
             )
             act = draw(st.sampled_from(output if k == L - 1 else hidden))
             layers.append(Dense(W, b, act))
-        return Network(layers)
+        net = Network(layers)
+        _note("net", network_code(net))
+        return net
 
     return _network()
 
@@ -246,7 +278,7 @@ def inputs(n_in, *, n_points=(1, 8), signed: bool = False, dtype="float64", min_
     ``n_in`` is an int or a :class:`sparsify.Network` (its input width and
     dtype are used). ``signed=False`` gives nonnegative batches (like the
     outputs of a ReLU layer); ``signed=True`` mixes signs, which exercises the
-    sign split of inputs (DESIGN §2 item 1).
+    sign split of inputs.
     """
     if isinstance(n_in, Network):
         dtype = n_in.dtype
@@ -278,6 +310,7 @@ def networks_with_inputs(*, n_points=(1, 8), signed=None, input_max_magnitude: f
         net = draw(nets)
         sgn = draw(st.booleans()) if signed is None else signed
         X = draw(inputs(net, n_points=rows, signed=sgn, max_magnitude=input_max_magnitude))
+        _note("X", array_code(X))
         return net, X
 
     return _pair()

@@ -1,0 +1,359 @@
+"""Running the experiment: every cell of the grid, resume, and the files written at the end.
+
+Every random choice comes from a generator seeded by (seed, purpose, method,
+position on the grid) (:func:`_seq`), so a cell's result does not depend on
+the order cells run in, and a resumed run reproduces a fresh one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import data as _data
+from .. import train as _train
+from .._blas import single_threaded_blas
+from ..bounds import DEFAULT_C, DEFAULT_DELTA
+from ..io import atomic_write, save
+from ..report import jsonable
+from .config import METHODS, SIPP_METHODS, ExperimentConfig
+from .folder import load_cached_network, prepare_out
+from .plots import plot_results
+from .results import append_row, cell_key, read_results_csv, write_results_csv
+from .summary import accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers, format_summary
+
+__all__ = ["ExperimentResult", "finish", "prune_with", "reprune", "run_experiment"]
+
+
+def _method_id(method: str) -> int:
+    return (METHODS + ("dense",)).index(method)
+
+
+def _seq(*parts) -> np.random.Generator:
+    """A generator seeded by a tuple of non-negative ints (order-independent of the run)."""
+    return np.random.default_rng(np.random.SeedSequence([int(p) for p in parts]))
+
+
+def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float):
+    """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`."""
+    from ..baselines import prune_baseline
+    from ..prune import prune
+
+    budget = max(1, int(round(keep * network.n_weights)))
+    budget = min(budget, max(1, int(sum(np.count_nonzero(w) for w in network.weights))))
+    if method in SIPP_METHODS:
+        sipp_method, allocation = SIPP_METHODS[method]
+        return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
+                     delta=delta, C=C)
+    return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng)
+
+
+def _warm_up(methods, log) -> None:
+    """Compile the Numba kernels before anything is timed."""
+    from ..network import random_mlp
+
+    net = random_mlp([6, 5, 3], rng=0)
+    X = np.random.default_rng(0).standard_normal((8, 6))
+    y = np.arange(8) % 3
+    t0 = time.perf_counter()
+    for method in methods:
+        prune_with(method, net, X, y, 0.5, 0, delta=DEFAULT_DELTA, C=DEFAULT_C)
+    dt = time.perf_counter() - t0
+    if dt > 1.0:
+        print(f"compiled pruning kernels in {dt:.1f} s (not counted in prune_seconds)", file=log, flush=True)
+
+
+def _s_size(cfg: ExperimentConfig, dataset) -> int:
+    """Points in S: ``s_size``, or the authors' size for the run's widths; refused if the data has too few."""
+    size = cfg.s_size or _data.authors_s_size(cfg.widths(dataset.n_features, dataset.n_classes), cfg.delta)
+    n_val = len(dataset.y_val)
+    if size > n_val:
+        what = f"{cfg.label('s_size')} = {size}" if cfg.s_size else f"the authors' size of S ({size} points)"
+        raise ValueError(
+            f"{cfg.label('s_size')}: S is drawn from the validation split, which has only {n_val} points "
+            f"({dataset.describe()}), fewer than {what}; pass a smaller {cfg.label('s_size')} "
+            f"(at most {n_val})."
+        )
+    return size
+
+
+class _Run:
+    """State of one experiment run in its output folder."""
+
+    def __init__(self, cfg: ExperimentConfig, out: Path, log, dataset):
+        self.cfg, self.out, self.log, self.ds = cfg, out, log, dataset
+        self.csv = out / "results.csv"
+        self.rows = read_results_csv(self.csv)
+        self.done = {cell_key(r["mode"], r["method"], r["keep"], r["seed"]) for r in self.rows}
+        self.grid = cfg.keep_grid()
+        self.lottery_grid = cfg.lottery_grid()
+        self.widths = cfg.widths(dataset.n_features, dataset.n_classes)
+        self.s_size = _s_size(cfg, dataset)
+        # cached reference networks are checked before anything is written
+        self.references = {seed: self.cached(self._reference_path(seed)) for seed in cfg.seeds
+                           if self._reference_path(seed).exists()}
+        write_results_csv(self.csv, self.rows)  # drops a half-written line so appends stay well-formed
+        per_seed = len(cfg.methods) * len(self.grid) + 1 + 2 * len(self.lottery_grid)
+        self.total = per_seed * len(cfg.seeds)
+        self.count = 0
+        self.resumed = len(self.done)
+
+    # -- bookkeeping --
+    def is_done(self, mode, method, keep, seed) -> bool:
+        return cell_key(mode, method, keep, seed) in self.done
+
+    def record(self, row: dict) -> None:
+        self.rows.append(append_row(self.csv, row))
+        self.done.add(cell_key(row["mode"], row["method"], row["keep"], row["seed"]))
+        self.count += 1
+        drop = row["drop_after_prune"]
+        drop_txt = "" if not isinstance(drop, float) or not math.isfinite(drop) else f", drop {100 * drop:+.1f}pp"
+        print(f"[{self.count + self.resumed:4d}/{self.total}] {row['mode']:9s} {row['method']:17s} "
+              f"keep {row['keep']:<6.3g} seed {row['seed']}: acc {100 * row['test_accuracy']:.2f}%{drop_txt}, "
+              f"kept {row['kept_weights']}/{row['total_weights']}, prune {row['prune_seconds']:.3f}s",
+              file=self.log, flush=True)
+
+    def evaluate(self, net):
+        acc = _train.accuracy(net, self.ds.X_test, self.ds.y_test)
+        recall = _train.per_class_recall(net, self.ds.X_test, self.ds.y_test, self.ds.n_classes)
+        return acc, recall
+
+    @staticmethod
+    def row(*, method, mode, keep, seed, acc, recall, acc_pruned, acc_parent, net, prune_s=0.0,
+            retrain_s=0.0, report=None, s_size=0):
+        kept = [int(np.count_nonzero(w)) for w in net.weights]
+        total = [int(w.size) for w in net.weights]
+        layers = report.layers if report is not None else []
+        return dict(
+            method=method, mode=mode, keep=float(keep), seed=int(seed), test_accuracy=float(acc),
+            accuracy_after_prune=float(acc_pruned), drop_after_prune=float(acc_parent - acc_pruned),
+            kept_weights=sum(kept), total_weights=sum(total), keep_achieved=sum(kept) / sum(total),
+            prune_seconds=float(prune_s), retrain_seconds=float(retrain_s), kept_per_layer=kept,
+            total_per_layer=total, sampled_sides=int(sum(l.get("sampled_sides", 0) for l in layers)),
+            det_sides=int(sum(l.get("det_sides", 0) for l in layers)),
+            dead_sides=int(sum(l.get("dead_sides", 0) for l in layers)),
+            allocation=report.allocation if report is not None else "", s_size=int(s_size),
+            per_class_recall=[float(v) for v in recall],
+        )
+
+    # -- networks --
+    def cached(self, path: Path):
+        return load_cached_network(path, self.widths, self.cfg.activation)
+
+    def initialisation(self, seed: int):
+        return _train.init_mlp(self.widths, self.cfg.activation, rng=_seq(seed, 0))
+
+    def _reference_path(self, seed: int) -> Path:
+        return self.out / "networks" / f"dense-seed{seed}.npz"
+
+    def reference(self, seed: int):
+        """The trained reference network of ``seed`` (loaded from ``networks/`` when cached)."""
+        if seed in self.references:
+            return self.references.pop(seed)
+        path = self._reference_path(seed)
+        t0 = time.perf_counter()
+        net = _train.train(self.initialisation(seed), self.ds.X_train, self.ds.y_train, rng=_seq(seed, 1),
+                           **self.cfg.schedule())
+        path.parent.mkdir(exist_ok=True)
+        save(net, path)
+        print(f"seed {seed}: trained {net!r} in {time.perf_counter() - t0:.1f} s", file=self.log, flush=True)
+        return net
+
+    # -- cells --
+    def prune_cell(self, mode, method, keep, seed, parent, acc_parent, X_S, y_S, k_index):
+        """Prune ``parent`` (and fine-tune in retrain/iterative mode): ``(row, network, accuracy)``."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        res = prune_with(method, parent, X_S, y_S, keep, _seq(seed, 2, _method_id(method), k_index),
+                         delta=cfg.delta, C=cfg.C)
+        prune_s = time.perf_counter() - t0
+        pruned = res.network
+        acc_pruned, recall = self.evaluate(pruned)
+        acc, net, retrain_s = acc_pruned, pruned, 0.0
+        if mode in ("retrain", "iterative") and cfg.retrain_epochs > 0:
+            t1 = time.perf_counter()
+            net = _train.train(pruned, self.ds.X_train, self.ds.y_train, masks=[w != 0 for w in pruned.weights],
+                               rng=_seq(seed, 3, _method_id(method), k_index), **cfg.retrain_schedule())
+            retrain_s = time.perf_counter() - t1
+            acc, recall = self.evaluate(net)
+        row = self.row(method=method, mode=mode, keep=keep, seed=seed, acc=acc, recall=recall,
+                       acc_pruned=acc_pruned, acc_parent=acc_parent, net=pruned, prune_s=prune_s,
+                       retrain_s=retrain_s, report=res.report, s_size=len(X_S))
+        return row, net, acc
+
+    def run_seed(self, seed: int) -> None:
+        cfg = self.cfg
+        dense = self.reference(seed)
+        dense_acc, dense_recall = self.evaluate(dense)
+        X_S, y_S = _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
+        if not self.is_done(cfg.mode, "dense", 1.0, seed):
+            self.record(self.row(method="dense", mode=cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
+                                 recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
+                                 s_size=len(X_S)))
+        for method in cfg.methods:
+            if cfg.mode == "iterative":
+                self.run_chain(method, seed, dense, dense_acc, X_S, y_S)
+                continue
+            for k_index, keep in enumerate(self.grid):
+                if self.is_done(cfg.mode, method, keep, seed):
+                    continue
+                row, _, _ = self.prune_cell(cfg.mode, method, keep, seed, dense, dense_acc, X_S, y_S, k_index)
+                self.record(row)
+        for k_index, keep in enumerate(self.lottery_grid):
+            self.run_lottery(seed, keep, k_index, dense, X_S, y_S)
+
+    def run_chain(self, method, seed, dense, dense_acc, X_S, y_S) -> None:
+        """The prune–retrain cascade; resumes from the checkpoint of the last finished step."""
+        ckpt_dir = self.out / "networks"
+        ckpt_dir.mkdir(exist_ok=True)
+        start, parent, acc_parent = 0, dense, dense_acc
+        for k_index in range(len(self.grid) - 1, -1, -1):
+            path = ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz"
+            if path.exists() and all(self.is_done("iterative", method, k, seed) for k in self.grid[:k_index + 1]):
+                start, parent = k_index + 1, self.cached(path)
+                acc_parent = self.evaluate(parent)[0]
+                break
+        for k_index in range(start, len(self.grid)):
+            keep = self.grid[k_index]
+            row, net, acc = self.prune_cell("iterative", method, keep, seed, parent, acc_parent, X_S, y_S, k_index)
+            save(net, ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz")
+            if not self.is_done("iterative", method, keep, seed):
+                self.record(row)
+            old = ckpt_dir / f"chain-{method}-seed{seed}-step{k_index - 1}.npz"
+            if old.exists():
+                old.unlink()
+            parent, acc_parent = net, acc
+
+    def run_lottery(self, seed, keep, k_index, dense, X_S, y_S) -> None:
+        """The mask of ``lottery_method`` and a random mask with its per-layer counts, trained from init."""
+        cfg = self.cfg
+        method = cfg.lottery_method
+        if self.is_done("lottery", method, keep, seed) and self.is_done("lottery", "random", keep, seed):
+            return
+        init = self.initialisation(seed)
+        t0 = time.perf_counter()
+        res = prune_with(method, dense, X_S, y_S, keep, _seq(seed, 2, _method_id(method), 1000 + k_index),
+                         delta=cfg.delta, C=cfg.C)
+        prune_s = time.perf_counter() - t0
+        sipp_masks = [w != 0 for w in res.network.weights]
+        gen = _seq(seed, 5, k_index)
+        rand_masks = []
+        for m in sipp_masks:  # same kept count per layer, positions uniformly at random
+            flat = np.zeros(m.size, bool)
+            flat[gen.choice(m.size, size=int(m.sum()), replace=False)] = True
+            rand_masks.append(flat.reshape(m.shape))
+        for name, masks, seconds in ((method, sipp_masks, prune_s), ("random", rand_masks, 0.0)):
+            if self.is_done("lottery", name, keep, seed):
+                continue
+            ticket = init.with_weights([np.where(m, w, 0) for m, w in zip(masks, init.weights)])
+            acc_ticket, _ = self.evaluate(ticket)
+            t1 = time.perf_counter()
+            net = _train.train(ticket, self.ds.X_train, self.ds.y_train, masks=masks, rng=_seq(seed, 1),
+                               **cfg.schedule())
+            acc, recall = self.evaluate(net)
+            row = self.row(method=name, mode="lottery", keep=keep, seed=seed, acc=acc, recall=recall,
+                           acc_pruned=acc_ticket, acc_parent=acc_ticket, net=ticket, prune_s=seconds,
+                           retrain_s=time.perf_counter() - t1, report=res.report if name == method else None,
+                           s_size=len(X_S))
+            row["drop_after_prune"] = float("nan")
+            self.record(row)
+
+
+def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: int, dataset=None):
+    """Repeat the pruning of one finished cell: same network, same S, same random numbers.
+
+    ``keep`` must be on the run's grid. Returns ``(PruneResult, X_S)``; used by
+    the demo to print the per-layer report of a run.
+    """
+    grid = config.keep_grid()
+    matches = [i for i, k in enumerate(grid) if abs(k - float(keep)) < 1e-9]
+    if not matches:
+        raise ValueError(f"keep: {keep} is not on the run's grid {grid}; pick one of those.")
+    path = Path(out_dir) / "networks" / f"dense-seed{seed}.npz"
+    if not path.exists():
+        raise ValueError(f"seed: {str(path)!r} does not exist; run the experiment for seed {seed} first.")
+    ds = dataset if dataset is not None else _data.load_dataset(config.data, rng=config.data_seed)
+    dense = load_cached_network(path, config.widths(ds.n_features, ds.n_classes), config.activation)
+    X_S, y_S = _data.draw_S(ds, _s_size(config, ds), rng=_seq(seed, 4))
+    res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
+                     delta=config.delta, C=config.C)
+    return res, X_S
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` returns: the rows (all finished cells), the summary text, the plots."""
+
+    out_dir: Path
+    rows: list
+    summary: str
+    plots: list
+
+
+def run_experiment(config: ExperimentConfig, out_dir, *, log=None, plots: bool = True) -> ExperimentResult:
+    """Run (or resume) the experiment described by ``config`` in ``out_dir``.
+
+    Finished cells found in ``out_dir/results.csv`` are not redone; the folder's
+    ``config.json`` must match ``config``. Every setting, the size of S against
+    the data and the folder are checked before anything is trained or written.
+    Progress lines go to ``log`` (default: stderr). Returns the rows of all
+    finished cells and the summary. BLAS runs single-threaded meanwhile
+    (:func:`sparsify._blas.single_threaded_blas`): the experiment multiplies
+    small matrices (a minibatch of 64 by a few hundred units), where a
+    multithreaded BLAS only adds synchronisation and its spinning threads slow
+    training down.
+    """
+    with single_threaded_blas():
+        return _run_experiment(config, Path(out_dir), sys.stderr if log is None else log, plots)
+
+
+def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}.")
+    config.check()
+    dataset = _data.load_dataset(config.data, rng=config.data_seed)
+    _s_size(config, dataset)  # refuse an S larger than the data before writing anything
+    prepare_out(out, config.to_dict())
+    run = _Run(config, out, log, dataset)
+    print(f"data {dataset.describe()}; mode {config.mode}; {len(config.methods)} methods x "
+          f"{len(run.grid)} keeps x {len(config.seeds)} seeds" + (f"; resuming with {run.resumed} cells done"
+                                                                    if run.resumed else ""),
+          file=log, flush=True)
+    needed = set(config.methods) | ({config.lottery_method} if config.lottery else set())
+    _warm_up([m for m in METHODS if m in needed], log)
+    for seed in config.seeds:
+        run.run_seed(seed)
+    return finish(run.rows, config, out, dataset.describe(), plots=plots)
+
+
+def finish(rows, config: ExperimentConfig, out: Path, data_description: str = "",
+           plots: bool = True) -> ExperimentResult:
+    """Write ``summary.txt``, ``results.json`` and the plots from the finished rows."""
+    summary = format_summary(rows)
+    layers = format_layers(rows, config.mode)
+    text = summary + ("\n\n" + layers if layers else "") + "\n"
+    atomic_write(out / "summary.txt", lambda fh: fh.write(text.encode("utf-8")))
+    ratios = commensurate_prune_ratios(rows)
+    doc = {
+        "config": config.to_dict(),
+        "data": data_description,
+        "dense_accuracy": dense_accuracy(rows),
+        "commensurate_prune_ratio": [
+            {"mode": mode, "method": method, **{f"within_{100 * t:g}pp": v for t, v in r.items()}}
+            for (mode, method), r in sorted(ratios.items())
+        ],
+        "accuracy": [
+            {"mode": mode, "method": method, "keep": keep, "mean": mean, "std": std, "n": n}
+            for (mode, method, keep), (mean, std, n) in sorted(accuracy_table(rows).items())
+        ],
+        "rows": rows,
+    }
+    payload = json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n"
+    atomic_write(out / "results.json", lambda fh: fh.write(payload.encode("utf-8")))
+    written = plot_results(rows, out, title=data_description.split(":")[0]) if plots else []
+    return ExperimentResult(out, rows, text, written)
