@@ -3,6 +3,7 @@
 One LocalCluster of two single-threaded worker processes serves the whole module.
 Every result computed on it must equal the in-process result bit for bit.
 """
+import io
 import json
 import os
 import sys
@@ -172,6 +173,115 @@ def test_run_tasks_reports_failures_with_the_workers_traceback(client):
         assert "_fails_on_odd" in got[i].traceback and f"odd item {i}" in got[i].traceback
     with pytest.raises(RuntimeError, match="odd item 1"):
         list(D.run_ordered(client, _fails_on_odd, 10, range(5)))
+
+
+# --- the experiment: every cell a task ----------------------------------------------------
+def _experiment_config(**overrides):
+    from sparsify import experiment as E
+
+    values = dict(data="generated", hidden=[10], epochs=2, retrain_epochs=1, milestones=[], retrain_milestones=[],
+                  methods=["sipp-hybrid", "magnitude-global", "snip"], keeps=[0.5, 0.2], seeds=[0, 1],
+                  s_size=16, lottery=True, lottery_keeps=[0.2])
+    values.update(overrides)
+    return E.ExperimentConfig.from_dict(values)
+
+
+def _comparable(rows):
+    """Rows without the measured seconds (NaN written as text so that equal rows compare equal)."""
+    return [{k: repr(v) if isinstance(v, float) else v for k, v in r.items() if not k.endswith("seconds")}
+            for r in rows]
+
+
+class _StopAfter:
+    """A log that interrupts the client (KeyboardInterrupt) after ``n`` progress lines."""
+
+    def __init__(self, n):
+        self.n, self.lines = n, 0
+
+    def write(self, text):
+        self.lines += text.startswith("[")
+        if self.lines > self.n:
+            raise KeyboardInterrupt
+
+    def flush(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory):
+    from sparsify import experiment as E
+
+    out = tmp_path_factory.mktemp("serial")
+    return E.run_experiment(_experiment_config(), out, log=io.StringIO(), plots=False)
+
+
+def test_experiment_on_dask_equals_serial_and_resumes_after_an_interrupted_client(client, serial_run, tmp_path):
+    from sparsify import experiment as E
+
+    cfg = _experiment_config()
+    with pytest.raises(KeyboardInterrupt):
+        E.run_experiment(cfg, tmp_path, log=_StopAfter(5), plots=False, dask=client)
+    partial = E.read_results_csv(tmp_path / "results.csv")
+    assert 5 <= len(partial) < len(serial_run.rows)  # a whole row per finished cell, nothing half
+    log = io.StringIO()
+    resumed = E.run_experiment(cfg, tmp_path, log=log, plots=False, dask=client)
+    assert _comparable(resumed.rows) == _comparable(serial_run.rows)
+    assert resumed.summary == serial_run.summary
+    assert f"[{len(serial_run.rows):4d}/{len(serial_run.rows)}]" in log.getvalue()  # progress counts cells
+    # and a serial resume of a finished distributed run has nothing left to do
+    again = E.run_experiment(cfg, tmp_path, log=io.StringIO(), plots=False)
+    assert _comparable(again.rows) == _comparable(serial_run.rows)
+
+
+def test_experiment_iterative_cascades_as_tasks_equal_serial(client, tmp_path):
+    from sparsify import experiment as E
+
+    cfg = _experiment_config(mode="iterative", methods=["sipp-det"], lottery=False, seeds=[0])
+    a = E.run_experiment(cfg, tmp_path / "serial", log=io.StringIO(), plots=False)
+    b = E.run_experiment(cfg, tmp_path / "dask", log=io.StringIO(), plots=False, dask=client)
+    assert _comparable(b.rows) == _comparable(a.rows)
+    assert sorted(p.name for p in (tmp_path / "dask" / "networks").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "serial" / "networks").iterdir())
+
+
+def _break_snip(broken: bool):
+    """On a worker: make every pruning with "snip" raise (or undo that)."""
+    from sparsify.experiment import run
+
+    if broken and not hasattr(run, "_real_prune_with"):
+        run._real_prune_with = run.prune_with
+
+        def prune_with(method, *args, **kwargs):
+            if method == "snip":
+                raise RuntimeError("snip is broken on this worker")
+            return run._real_prune_with(method, *args, **kwargs)
+
+        run.prune_with = prune_with
+    elif not broken and hasattr(run, "_real_prune_with"):
+        run.prune_with = run._real_prune_with
+        del run._real_prune_with
+
+
+def test_failed_cells_are_named_with_the_traceback_and_the_run_goes_on(client, tmp_path, capsys):
+    from sparsify import experiment as E
+
+    cfg = _experiment_config(lottery=False, seeds=[0])
+    client.run(_break_snip, True)
+    try:
+        code = main(["experiment", "--out", str(tmp_path), "--data", "generated", "--hidden", "10", "--epochs", "2",
+                     "--retrain-epochs", "1", "--milestones", "", "--retrain-milestones", "",
+                     "--methods", "sipp-hybrid,snip", "--keeps", "0.5,0.2", "--seeds", "0", "--s-size", "16",
+                     "--no-lottery", "--no-plots", "--dask", client.scheduler.address])
+    finally:
+        client.run(_break_snip, False)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "2 unit(s) failed" in err and "cell (retrain, snip, keep 0.5, seed 0)" in err
+    assert "snip is broken on this worker" in err and "Traceback" in err
+    rows = E.read_results_csv(tmp_path / "results.csv")
+    assert sorted((r["method"], r["keep"]) for r in rows) == [("dense", 1.0), ("sipp-hybrid", 0.2),
+                                                             ("sipp-hybrid", 0.5)]
+    del cfg
 
 
 def _exit_once(block, marker):

@@ -55,6 +55,8 @@ FLAGS = {
     "--lottery-method": ("lottery_method", str, "method whose mask the lottery-ticket panel trains "
                          "(default {lottery_method})"),
     "--lottery-keeps": ("lottery_keeps", _floats, "kept fractions of the lottery panel (default: the grid)"),
+    "--dask": ("dask", str, "run every cell as a task on Dask: local (one worker per core), local:N, or a "
+               "scheduler address tcp://HOST:PORT; same rows, same resume (needs the 'dask' extra)"),
 }
 
 
@@ -103,11 +105,16 @@ def run(args) -> int:
     import io
 
     from ..experiment import run_experiment
+    from ..experiment.tasks import CellsFailed
 
     config = config_from_args(args)
     out = Path(args.out) if args.out else Path(f"sparsify-experiment-{time.strftime('%Y%m%d-%H%M%S')}")
     log = io.StringIO() if args.quiet else sys.stderr
-    result = run_experiment(config, out, log=log, plots=not args.no_plots)
+    try:
+        result = run_experiment(config, out, log=log, plots=not args.no_plots)
+    except CellsFailed as exc:  # the finished cells are in results.csv; the tracebacks went to the log
+        print(f"sparsify experiment: {exc}", file=sys.stderr)
+        return 1
     print(result.summary)
     print(f"results: {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.txt'}"
           + "".join(f", {p}" for p in result.plots))

@@ -97,6 +97,9 @@ class ExperimentConfig:
     lottery: bool = _setting(True)
     lottery_method: str = _setting("sipp-hybrid")
     lottery_keeps: list = _setting(factory=list)
+    #: where the cells run (None: here; "local", "local:N", "tcp://HOST:PORT"): not a setting, so a run
+    #: started on Dask resumes here and the reverse
+    dask: str | None = field(default=None, compare=False)
     labels: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- construction and checks --
@@ -113,7 +116,7 @@ class ExperimentConfig:
         ``names`` maps keys to the user's spelling (``{"s_size": "--s-size"}``)
         and wins over ``source`` in messages.
         """
-        known = cls.keys()
+        known = cls.keys() + ["dask"]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(
@@ -201,6 +204,16 @@ class ExperimentConfig:
         if not isinstance(self.lottery, bool):
             raise TypeError(f"{name('lottery')}: must be true or false, got {self.lottery!r}.")
         method("lottery_method")
+        if self.dask is not None:
+            if not isinstance(self.dask, str):
+                raise TypeError(f"{name('dask')}: must be 'local', 'local:N' or a scheduler address such as "
+                                f"'tcp://10.0.0.5:8786', got {self.dask!r}.")
+            from ..distributed import check_dask
+
+            try:
+                check_dask(self.dask)
+            except ValueError as exc:
+                raise ValueError(f"{name('dask')}: {str(exc).partition(': ')[2]}") from None
 
     def _check_seeds(self) -> None:
         rule = f"{self.label('seeds')}: must be a positive integer or a list of non-negative integers"

@@ -103,11 +103,26 @@ class _Run:
         self.count = 0
         self.resumed = len(self.done)
 
+    @classmethod
+    def detached(cls, cfg: ExperimentConfig, dataset, s_size: int, done=()) -> "_Run":
+        """A run without a folder, for computing cells elsewhere (a Dask task): :meth:`record`
+        only collects the rows, which the caller's run then records."""
+        run = cls.__new__(cls)
+        run.cfg, run.out, run.log, run.ds, run.csv = cfg, None, None, dataset, None
+        run.rows, run.done = [], set(done)
+        run.grid, run.lottery_grid = cfg.keep_grid(), cfg.lottery_grid()
+        run.widths = cfg.widths(dataset.n_features, dataset.n_classes)
+        run.s_size, run.references = s_size, {}
+        return run
+
     # -- bookkeeping --
     def is_done(self, mode, method, keep, seed) -> bool:
         return cell_key(mode, method, keep, seed) in self.done
 
     def record(self, row: dict) -> None:
+        if self.csv is None:  # a detached run: the caller records the rows
+            self.rows.append(row)
+            return
         self.rows.append(append_row(self.csv, row))
         self.done.add(cell_key(row["mode"], row["method"], row["keep"], row["seed"]))
         self.count += 1
@@ -155,14 +170,30 @@ class _Run:
         """The trained reference network of ``seed`` (loaded from ``networks/`` when cached)."""
         if seed in self.references:
             return self.references.pop(seed)
-        path = self._reference_path(seed)
         t0 = time.perf_counter()
-        net = _train.train(self.initialisation(seed), self.ds.X_train, self.ds.y_train, rng=_seq(seed, 1),
-                           **self.cfg.schedule())
+        net = self.train_reference(seed)
+        self.save_reference(seed, net, time.perf_counter() - t0)
+        return net
+
+    def train_reference(self, seed: int):
+        """Train the reference network of ``seed`` from its seeded initialisation."""
+        return _train.train(self.initialisation(seed), self.ds.X_train, self.ds.y_train, rng=_seq(seed, 1),
+                            **self.cfg.schedule())
+
+    def save_reference(self, seed: int, net, seconds: float) -> None:
+        path = self._reference_path(seed)
         path.parent.mkdir(exist_ok=True)
         save(net, path)
-        print(f"seed {seed}: trained {net!r} in {time.perf_counter() - t0:.1f} s", file=self.log, flush=True)
-        return net
+        print(f"seed {seed}: trained {net!r} in {seconds:.1f} s", file=self.log, flush=True)
+
+    def record_dense(self, seed: int, dense, s_size: int):
+        """Record the ``dense`` row of ``seed`` unless done; returns the dense accuracy and recall."""
+        dense_acc, dense_recall = self.evaluate(dense)
+        if not self.is_done(self.cfg.mode, "dense", 1.0, seed):
+            self.record(self.row(method="dense", mode=self.cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
+                                 recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
+                                 s_size=s_size))
+        return dense_acc, dense_recall
 
     # -- cells --
     def prune_cell(self, mode, method, keep, seed, parent, acc_parent, X_S, y_S, k_index):
@@ -189,12 +220,8 @@ class _Run:
     def run_seed(self, seed: int) -> None:
         cfg = self.cfg
         dense = self.reference(seed)
-        dense_acc, dense_recall = self.evaluate(dense)
-        X_S, y_S = _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
-        if not self.is_done(cfg.mode, "dense", 1.0, seed):
-            self.record(self.row(method="dense", mode=cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
-                                 recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
-                                 s_size=len(X_S)))
+        X_S, y_S = self.draw_S(seed)
+        dense_acc, _ = self.record_dense(seed, dense, len(X_S))
         for method in cfg.methods:
             if cfg.mode == "iterative":
                 self.run_chain(method, seed, dense, dense_acc, X_S, y_S)
@@ -207,17 +234,28 @@ class _Run:
         for k_index, keep in enumerate(self.lottery_grid):
             self.run_lottery(seed, keep, k_index, dense, X_S, y_S)
 
+    def draw_S(self, seed: int):
+        """The batch S of ``seed`` (points and labels), drawn from the validation split."""
+        return _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
+
+    def chain_start(self, method, seed):
+        """Where the cascade of ``(method, seed)`` resumes: ``(step, network)``, the network None
+        for step 0 (start from the reference)."""
+        for k_index in range(len(self.grid) - 1, -1, -1):
+            path = self.out / "networks" / f"chain-{method}-seed{seed}-step{k_index}.npz"
+            if path.exists() and all(self.is_done("iterative", method, k, seed) for k in self.grid[:k_index + 1]):
+                return k_index + 1, self.cached(path)
+        return 0, None
+
     def run_chain(self, method, seed, dense, dense_acc, X_S, y_S) -> None:
         """The prune–retrain cascade; resumes from the checkpoint of the last finished step."""
         ckpt_dir = self.out / "networks"
         ckpt_dir.mkdir(exist_ok=True)
         start, parent, acc_parent = 0, dense, dense_acc
-        for k_index in range(len(self.grid) - 1, -1, -1):
-            path = ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz"
-            if path.exists() and all(self.is_done("iterative", method, k, seed) for k in self.grid[:k_index + 1]):
-                start, parent = k_index + 1, self.cached(path)
-                acc_parent = self.evaluate(parent)[0]
-                break
+        step, net = self.chain_start(method, seed)
+        if net is not None:
+            start, parent = step, net
+            acc_parent = self.evaluate(parent)[0]
         for k_index in range(start, len(self.grid)):
             keep = self.grid[k_index]
             row, net, acc = self.prune_cell("iterative", method, keep, seed, parent, acc_parent, X_S, y_S, k_index)
@@ -295,7 +333,8 @@ class ExperimentResult:
     plots: list
 
 
-def run_experiment(config: ExperimentConfig, out_dir, *, log=None, plots: bool = True) -> ExperimentResult:
+def run_experiment(config: ExperimentConfig, out_dir, *, log=None, plots: bool = True,
+                   dask=None) -> ExperimentResult:
     """Run (or resume) the experiment described by ``config`` in ``out_dir``.
 
     Finished cells found in ``out_dir/results.csv`` are not redone; the folder's
@@ -307,15 +346,25 @@ def run_experiment(config: ExperimentConfig, out_dir, *, log=None, plots: bool =
     small matrices (a minibatch of 64 by a few hundred units), where a
     multithreaded BLAS only adds synchronisation and its spinning threads slow
     training down.
+
+    ``dask`` (default: the config's ``dask``): None runs the cells here, one after
+    the other; ``"local"``, ``"local:N"``, a scheduler address ``"tcp://HOST:PORT"``
+    or a ``distributed.Client`` runs every cell as a task
+    (:mod:`sparsify.experiment.tasks`), with the same rows and the same resume.
     """
     with single_threaded_blas():
-        return _run_experiment(config, Path(out_dir), sys.stderr if log is None else log, plots)
+        return _run_experiment(config, Path(out_dir), sys.stderr if log is None else log, plots, dask)
 
 
-def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
+def _run_experiment(config, out: Path, log, plots: bool, dask=None) -> ExperimentResult:
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}.")
     config.check()
+    where = config.dask if dask is None else dask
+    if where is not None:
+        from ..distributed import check_dask
+
+        where = check_dask(where)
     dataset = _data.load_dataset(config.data, rng=config.data_seed)
     _s_size(config, dataset)  # refuse an S larger than the data before writing anything
     prepare_out(out, config.to_dict())
@@ -324,6 +373,13 @@ def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
           f"{len(run.grid)} keeps x {len(config.seeds)} seeds" + (f"; resuming with {run.resumed} cells done"
                                                                     if run.resumed else ""),
           file=log, flush=True)
+    if where is not None:  # every cell a task
+        from ..distributed import connect
+        from .tasks import run_on_dask
+
+        with connect(where) as client:
+            run_on_dask(run, client)
+        return finish(run.rows, config, out, dataset.describe(), plots=plots)
     needed = set(config.methods) | ({config.lottery_method} if config.lottery else set())
     _warm_up([m for m in METHODS if m in needed], log)
     for seed in config.seeds:

@@ -1,0 +1,200 @@
+"""The experiment's cells as Dask tasks (``run_experiment(..., dask=...)``, ``--dask``).
+
+Units of work, each one task: the training of a seed's reference network; a
+cell ``(method, keep, seed)`` of the oneshot and retrain modes; the whole
+prune–retrain cascade of ``(method, seed)`` in iterative mode (its steps depend
+on each other); the lottery panel at one kept fraction (its two cells share one
+pruning). The cells of a seed take its reference network as a task input, so
+they start as soon as it is trained (or, cached in ``networks/``, at once).
+
+The client records every finished row in ``results.csv`` through the same
+:meth:`_Run.record` as a serial run (the same progress line, the same resume),
+saves the trained networks and the last step of each cascade in ``networks/``,
+and at the end orders the rows (rewriting ``results.csv`` atomically) as a serial
+run would. Every random number of a
+cell comes from a generator seeded by the cell itself, so results do not depend
+on where or in which order cells run: the rows equal a serial run's, apart from
+the measured seconds. A unit that fails is reported with the worker's traceback;
+the other units go on, and :class:`CellsFailed` names the failures at the end.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+from .._blas import single_threaded_blas
+from .results import cell_key, write_results_csv
+from .run import _Run, _warm_up
+
+__all__ = ["CellsFailed", "run_on_dask"]
+
+
+class CellsFailed(RuntimeError):
+    """Some units of a distributed run failed; the message names them (rows of the others are recorded)."""
+
+
+def _warm_worker(methods) -> None:
+    """Compile the pruning kernels on a worker before any cell is timed (an error here shows
+    again, with its traceback, in the cells that hit it)."""
+    try:
+        with open(os.devnull, "w") as log:
+            _warm_up(methods, log)
+    except Exception:  # noqa: BLE001 - reported by the cells
+        pass
+
+
+def _unit(shared, dense, unit, done, plan):
+    """Run one unit on a worker; returns ``(rows, network)`` (network: the cascade's last step,
+    else None), or for a reference ``(network, seconds)``."""
+    from ..distributed import limited_threads
+
+    cfg, dataset, s_size = shared
+    run = _Run.detached(cfg, dataset, s_size, done)
+    kind, seed = unit[0], unit[1]
+    with limited_threads(plan), single_threaded_blas():
+        if kind == "reference":
+            t0 = time.perf_counter()
+            net = run.train_reference(seed)
+            return net, time.perf_counter() - t0
+        if isinstance(dense, tuple):  # the result of the seed's reference task
+            dense = dense[0]
+        X_S, y_S = run.draw_S(seed)
+        dense_acc = run.evaluate(dense)[0]
+        if kind == "cell":
+            method, k_index = unit[2], unit[3]
+            row, _, _ = run.prune_cell(cfg.mode, method, run.grid[k_index], seed, dense, dense_acc, X_S, y_S,
+                                       k_index)
+            return [row], None
+        if kind == "chain":
+            method, start, parent = unit[2], unit[3], unit[4]
+            parent = dense if parent is None else parent
+            acc_parent = dense_acc if start == 0 else run.evaluate(parent)[0]
+            for k_index in range(start, len(run.grid)):
+                keep = run.grid[k_index]
+                row, parent, acc_parent = run.prune_cell("iterative", method, keep, seed, parent, acc_parent,
+                                                         X_S, y_S, k_index)
+                if not run.is_done("iterative", method, keep, seed):
+                    run.record(row)
+            return run.rows, parent
+        run.run_lottery(seed, run.lottery_grid[unit[2]], unit[2], dense, X_S, y_S)  # kind == "lottery"
+        return run.rows, None
+
+
+def _describe(run: _Run, unit) -> str:
+    kind, seed = unit[0], unit[1]
+    if kind == "reference":
+        return f"the reference network of seed {seed}"
+    if kind == "cell":
+        return f"cell ({run.cfg.mode}, {unit[2]}, keep {run.grid[unit[3]]:g}, seed {seed})"
+    if kind == "chain":
+        return f"cascade (iterative, {unit[2]}, seed {seed}) from step {unit[3]}"
+    return f"lottery cells ({run.cfg.lottery_method} and random, keep {run.lottery_grid[unit[2]]:g}, seed {seed})"
+
+
+def _units(run: _Run, seed: int) -> list:
+    """The units of ``seed`` that still have a cell to compute, in the serial order."""
+    cfg, out = run.cfg, []
+    for method in cfg.methods:
+        if cfg.mode == "iterative":
+            start, parent = run.chain_start(method, seed)
+            if start < len(run.grid):
+                out.append(("chain", seed, method, start, parent))
+            continue
+        out.extend(("cell", seed, method, k) for k, keep in enumerate(run.grid)
+                   if not run.is_done(cfg.mode, method, keep, seed))
+    for k, keep in enumerate(run.lottery_grid):
+        if not (run.is_done("lottery", cfg.lottery_method, keep, seed) and run.is_done("lottery", "random", keep, seed)):
+            out.append(("lottery", seed, k))
+    return out
+
+
+def serial_order(run: _Run) -> dict:
+    """Cell key -> position of the cell in a serial run."""
+    cfg, keys = run.cfg, []
+    for seed in cfg.seeds:
+        keys.append(cell_key(cfg.mode, "dense", 1.0, seed))
+        keys.extend(cell_key(cfg.mode, m, k, seed) for m in cfg.methods for k in run.grid)
+        for k in run.lottery_grid:
+            keys.extend([cell_key("lottery", cfg.lottery_method, k, seed), cell_key("lottery", "random", k, seed)])
+    return {key: i for i, key in enumerate(keys)}
+
+
+def run_on_dask(run: _Run, client) -> None:
+    """Compute every unfinished unit of ``run`` on ``client``'s workers, recording rows as they come.
+
+    Raises :class:`CellsFailed` after the other units have finished if any unit failed.
+    """
+    from distributed import as_completed
+
+    from ..distributed import thread_plan
+    from .config import METHODS
+
+    cfg, log = run.cfg, run.log
+    plan = thread_plan(client)
+    needed = set(cfg.methods) | ({cfg.lottery_method} if cfg.lottery else set())
+    client.run(_warm_worker, [m for m in METHODS if m in needed])
+    shared = client.scatter((cfg, run.ds, run.s_size), broadcast=True, hash=False)  # the data travels once
+    tag = os.urandom(4).hex()
+    done = frozenset(run.done)
+    futures, units, refs = {}, {}, {}
+
+    def submit(unit, dense):
+        fut = client.submit(_unit, shared, dense, unit, done, plan, pure=False,
+                            key=f"sparsify-experiment-{unit[0]}-{len(futures)}-{tag}")
+        futures[fut.key], units[fut.key] = fut, unit
+        return fut
+
+    for seed in cfg.seeds:
+        if seed in run.references:  # cached in networks/: the dense row now, the network to the workers
+            dense = run.references.pop(seed)
+            run.record_dense(seed, dense, run.s_size)
+            refs[seed] = client.scatter(dense, hash=False)
+        else:
+            refs[seed] = submit(("reference", seed), None)
+        for unit in _units(run, seed):
+            submit(unit, refs[seed])
+
+    failures = []
+    try:
+        for fut in as_completed(list(futures.values()), loop=client.loop):
+            unit = units[fut.key]
+            if fut.status == "error":
+                exc, tb = fut.exception(), fut.traceback()
+                text = "".join(traceback.format_exception(type(exc), exc, tb)) if tb is not None else repr(exc)
+                failures.append(_describe(run, unit))
+                print(f"FAILED: {_describe(run, unit)} on a worker:\n{text}", file=log, flush=True)
+                continue
+            rows, net = fut.result()
+            if unit[0] == "reference":
+                dense, seconds = rows, net
+                run.save_reference(unit[1], dense, seconds)
+                run.record_dense(unit[1], dense, run.s_size)
+                continue  # the seed's cells hold their own reference to it
+            for row in rows:
+                run.record(row)
+            if unit[0] == "chain":
+                _save_chain_end(run, unit[2], unit[1], net)
+            fut.release()
+    finally:
+        client.cancel([f for f in futures.values() if not f.done()])
+    order = serial_order(run)
+    run.rows.sort(key=lambda r: order.get(cell_key(r["mode"], r["method"], r["keep"], r["seed"]), len(order)))
+    write_results_csv(run.csv, run.rows)  # atomically, in the order of a serial run
+    if failures:
+        raise CellsFailed(f"{len(failures)} unit(s) failed (rows of the others are in {run.csv}; run again to "
+                          "retry only what is missing): " + "; ".join(failures))
+
+
+def _save_chain_end(run: _Run, method: str, seed: int, net) -> None:
+    """Keep the cascade's last step in ``networks/`` (as a serial run does) and drop older steps."""
+    from ..io import save
+
+    ckpt = run.out / "networks"
+    ckpt.mkdir(exist_ok=True)
+    last = len(run.grid) - 1
+    save(net, ckpt / f"chain-{method}-seed{seed}-step{last}.npz")
+    for k in range(last):
+        old = ckpt / f"chain-{method}-seed{seed}-step{k}.npz"
+        if old.exists():
+            old.unlink()
