@@ -132,6 +132,13 @@ def test_verify_command_with_a_scheduler_address(client, small, tmp_path):
     assert main(base + ["--dask", "local:0"]) == 2
 
 
+def test_experiment_config_refuses_a_bad_dask():
+    with pytest.raises(ValueError, match="dask: 'local:N' needs a positive"):
+        _experiment_config(dask="local:0")
+    with pytest.raises(TypeError, match="dask: must be 'local'"):
+        _experiment_config(dask=2)
+
+
 @pytest.mark.parametrize("spec, error, match", [
     ("local:0", ValueError, "positive whole number"), ("local:x", ValueError, "positive whole number"),
     ("somewhere", ValueError, "scheduler address"), ("", ValueError, "scheduler address"),
@@ -238,7 +245,10 @@ def test_experiment_iterative_cascades_as_tasks_equal_serial(client, tmp_path):
 
     cfg = _experiment_config(mode="iterative", methods=["sipp-det"], lottery=False, seeds=[0])
     a = E.run_experiment(cfg, tmp_path / "serial", log=io.StringIO(), plots=False)
-    b = E.run_experiment(cfg, tmp_path / "dask", log=io.StringIO(), plots=False, dask=client)
+    on_dask = _experiment_config(mode="iterative", methods=["sipp-det"], lottery=False, seeds=[0],
+                                 dask=client.scheduler.address)  # the config's dask, not a setting:
+    assert on_dask.to_dict() == cfg.to_dict()  # config.json is the same, so either resumes the other
+    b = E.run_experiment(on_dask, tmp_path / "dask", log=io.StringIO(), plots=False)
     assert _comparable(b.rows) == _comparable(a.rows)
     assert sorted(p.name for p in (tmp_path / "dask" / "networks").iterdir()) == \
         sorted(p.name for p in (tmp_path / "serial" / "networks").iterdir())

@@ -55,8 +55,6 @@ FLAGS = {
     "--lottery-method": ("lottery_method", str, "method whose mask the lottery-ticket panel trains "
                          "(default {lottery_method})"),
     "--lottery-keeps": ("lottery_keeps", _floats, "kept fractions of the lottery panel (default: the grid)"),
-    "--dask": ("dask", str, "run every cell as a task on Dask: local (one worker per core), local:N, or a "
-               "scheduler address tcp://HOST:PORT; same rows, same resume (needs the 'dask' extra)"),
 }
 
 
@@ -85,6 +83,10 @@ def register(subparsers) -> None:
     lot.add_argument("--lottery", dest="lottery", action="store_true", default=None,
                      help="add the lottery-ticket panel (default: on)")
     lot.add_argument("--no-lottery", dest="lottery", action="store_false", help="skip the lottery-ticket panel")
+    p.add_argument("--dask", metavar="WHERE", default=None,
+                   help="run every cell as a task on Dask: local (one worker per core), local:N, or a scheduler "
+                        "address tcp://HOST:PORT (overrides the config's dask); same rows, same resume, here or "
+                        "there (needs the 'dask' extra)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -111,7 +113,7 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path(f"sparsify-experiment-{time.strftime('%Y%m%d-%H%M%S')}")
     log = io.StringIO() if args.quiet else sys.stderr
     try:
-        result = run_experiment(config, out, log=log, plots=not args.no_plots)
+        result = run_experiment(config, out, log=log, plots=not args.no_plots, dask=args.dask)
     except CellsFailed as exc:  # the finished cells are in results.csv; the tracebacks went to the log
         print(f"sparsify experiment: {exc}", file=sys.stderr)
         return 1
