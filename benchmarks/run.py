@@ -507,7 +507,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, |S| = 20,000 for the memory test")
     parser.add_argument("--json", metavar="OUT", help="also write all numbers to this JSON file")
+    parser.add_argument("--distributed", action="store_true",
+                        help="run the Dask benchmark instead (benchmarks/distributed.py; needs the 'dask' extra)")
     args = parser.parse_args(argv)
+    if args.distributed:
+        from benchmarks import distributed
+
+        return distributed.main((["--quick"] if args.quick else []) + (["--json", args.json] if args.json else []))
     repeats = 3 if args.quick else 7
 
     results = {"environment": environment(), "quick": args.quick}
