@@ -69,7 +69,8 @@ def bench_sensitivity(client, n_points: int, repeats: int) -> dict:
         t_dask.append(time.perf_counter() - t0)
     same = all(a.tobytes() == b.tobytes() for a, b in zip(s_mem, s_dask))
     return dict(points=n_points, widths=widths, dtype="float32", chunk_rows=rows, in_memory_s=t_mem,
-                in_memory_threads=threads, in_memory_one_thread_s=t_one, dask_s=t_dask, ratio=float(np.median(t_mem) / np.median(t_dask)), identical=bool(same))
+                in_memory_threads=threads, in_memory_one_thread_s=t_one, dask_s=t_dask,
+                ratio=float(np.median(t_mem) / np.median(t_dask)), identical=bool(same))
 
 
 def _sweep_config(quick: bool):

@@ -234,13 +234,15 @@ def run_ordered(client, fn: Callable, shared, items: Iterable, *, name: str = "s
                 progress: Callable[[int, int], None] | None = None):
     """:func:`run_tasks`, but yield the results in the order of ``items`` (later
     results wait in memory for earlier ones); a failed task raises its exception
-    after the tasks already running have been cancelled. ``progress(done, total)``
+    (with the worker's traceback as a note) after the tasks already running have been
+    cancelled. ``progress(done, total)``
     counts finished tasks."""
     items = list(items)
     waiting: dict = {}
     nxt = 0
     for done, (i, res) in enumerate(run_tasks(client, fn, shared, items, name=name), 1):
         if isinstance(res, TaskFailure):
+            res.error.add_note(f"(in task {i} on a Dask worker)\n{res.traceback}")
             raise res.error
         waiting[i] = res
         if progress is not None:
@@ -275,14 +277,14 @@ def _chunk_task(shared, X, start, keep, plan):
         return _chunk_sensitivity(shared, (start, X, keep))
 
 
-def _as_dask_array(network, X_S):
+def _as_dask_array(network, X_S, chunk_size: int):
     from dask import array as da
 
     if not is_dask_collection(X_S):
         if not (isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__")):
             raise TypeError(f"X_S: with dask= give a dask array or a NumPy array (a memory map included), "
                             f"got {type(X_S).__name__}.")
-        X_S = da.from_array(np.asarray(X_S), chunks=(BLOCKS_PER_TASK * 512, -1))
+        X_S = da.from_array(np.asarray(X_S), chunks=(BLOCKS_PER_TASK * chunk_size, -1))
     if not isinstance(X_S, da.Array):
         raise TypeError(f"X_S: expected a dask.array.Array, got {type(X_S).__module__}.{type(X_S).__name__}.")
     if X_S.ndim != 2 or X_S.shape[1] != network.n_in:
@@ -327,7 +329,7 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int, til
     tiles = _check_tiles(tiles)
     spec = check_dask(dask)
     _require_distributed()
-    X = _as_dask_array(network, X_S)
+    X = _as_dask_array(network, X_S, chunk_size)
     n = int(X.shape[0])
     if n == 0:
         raise ValueError("X_S: the batch S is empty; sensitivities need at least one input point "

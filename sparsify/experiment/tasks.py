@@ -104,7 +104,7 @@ def _units(run: _Run, seed: int) -> list:
         out.extend(("cell", seed, method, k) for k, keep in enumerate(run.grid)
                    if not run.is_done(cfg.mode, method, keep, seed))
     for k, keep in enumerate(run.lottery_grid):
-        if not (run.is_done("lottery", cfg.lottery_method, keep, seed) and run.is_done("lottery", "random", keep, seed)):
+        if not all(run.is_done("lottery", name, keep, seed) for name in (cfg.lottery_method, "random")):
             out.append(("lottery", seed, k))
     return out
 
