@@ -3,6 +3,7 @@
 A NumPy reference implementation with Numba kernels. See README.md and
 docs/theory.md.
 """
+from . import baselines, bounds, reference, verify
 from .activations import ACTIVATIONS
 from .io import load, save
 from .network import Dense, Network, from_arrays, random_mlp
@@ -26,4 +27,8 @@ __all__ = [
     "save",
     "sensitivity",
     "__version__",
+    "baselines",
+    "bounds",
+    "reference",
+    "verify",
 ]
