@@ -26,9 +26,11 @@ from .report import REPORT_POINTS, Report, build_report
 from .sampling import det_sides, draws_for_unique, rand_sides
 from .sensitivity import sensitivity_and_head
 
-__all__ = ["COUNT_RTOL", "METHODS", "PruneResult", "SideTable", "check_options", "prune", "result_from_masks"]
+__all__ = ["COUNT_RTOL", "DEFAULT_METHOD", "METHODS", "PruneResult", "SideTable", "check_options", "prune", "result_from_masks"]
 
 METHODS = ("det", "rand", "hybrid")
+#: the method of :func:`prune` when none is given
+DEFAULT_METHOD = "hybrid"
 #: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
 #: item 11); the chunked draws of ``_Plan.draw`` typically land within a few weights
 COUNT_RTOL = 0.005
@@ -112,12 +114,12 @@ def _check_finite(weights, method: str) -> None:
         if not np.all(np.isfinite(w)):
             raise ValueError(
                 f"method={method!r}: reweighting overflowed in layer {k}: a sampled weight w c S / (N s) "
-                f"exceeds the largest {w.dtype} (a large weight with a tiny sensitivity); the input "
-                "itself is finite. Use method='det', float64 weights, or rescale that layer."
+                f"exceeds the largest {w.dtype} (the factor S / (N s) >= 1 pushed a weight near that limit "
+                "over it); the input itself is finite. Use method='det', float64 weights, or rescale that layer."
             )
 
 
-def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocation: str | None = None,
+def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, allocation: str | None = None,
           rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, *, layers=None,
           exclude=None) -> PruneResult:
     """Prune ``network`` with SiPP using the batch ``X_S``.
