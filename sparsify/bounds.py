@@ -34,6 +34,33 @@ import numpy as np
 
 from ._validation import check_scalar
 
+__all__ = [
+    "DEFAULT_C",
+    "DEFAULT_DELTA",
+    "LIPSCHITZ",
+    "RELATIVE_ERROR_ACTIVATIONS",
+    "alpha",
+    "cancellation",
+    "det_relative_error",
+    "draws_in_sample",
+    "draws_out_of_sample",
+    "eps_det",
+    "eps_det_in_sample",
+    "eps_det_of_mass",
+    "eps_in_sample",
+    "eps_out_of_sample",
+    "eps_rand",
+    "eps_rand_slope",
+    "hybrid_rule",
+    "hybrid_samples",
+    "layer_tolerances",
+    "m_for_eps",
+    "network_eta",
+    "propagate",
+    "propagate_forward",
+    "size_of_S",
+]
+
 #: Defaults used by the authors (DESIGN §2 item 8).
 DEFAULT_C = 3.0
 DEFAULT_DELTA = 1e-16

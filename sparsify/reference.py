@@ -12,6 +12,26 @@ from __future__ import annotations
 import numpy as np
 
 
+__all__ = [
+    "balanced_m",
+    "balanced_targets",
+    "draws_for_unique",
+    "expected_unique",
+    "global_top_b",
+    "relative_importance",
+    "relative_importance_point",
+    "sample_counts",
+    "sensitivity",
+    "sensitivity_layer",
+    "side_entries",
+    "side_errors",
+    "sparsify_side_det",
+    "sparsify_side_rand",
+    "split_inputs",
+    "split_weights",
+    "top_m",
+]
+
 # --- §2 item 1: sign split of the inputs ----------------------------------
 def split_inputs(A: np.ndarray) -> np.ndarray:
     """Return ``A`` if it is nonnegative, else ``[max(A, 0); max(-A, 0)]`` (rows stacked).
