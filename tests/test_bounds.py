@@ -307,3 +307,31 @@ def test_propagate_forward_validates():
         bounds.propagate_forward([0.1], [np.eye(2), np.eye(2)], [np.eye(2)], ["relu"], [None])
     with pytest.raises(ValueError, match="softplus"):
         bounds.propagate_forward([0.1], [np.eye(2)], [np.eye(2)], ["softplus"])
+
+
+def test_det_bound_per_side_equals_eps_det_of_the_sorted_side():
+    """allocation.det_bound (all sides of a layer) and bounds.eps_det (one sorted side) state
+    the same rule, C times the pruned sensitivity mass (docs/theory.md S6)."""
+    from sparsify.allocation import det_bound, side_stats
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((5, 9))
+    s = rng.uniform(0, 1, W.shape)
+    kept = np.zeros(W.shape, bool)
+    for i in range(W.shape[0]):
+        for side in (W[i] > 0, W[i] < 0):
+            idx = np.flatnonzero(side)
+            top = idx[np.argsort(-s[i, idx], kind="stable")][: idx.size // 2]
+            kept[i, top] = True
+    _, mass = side_stats(W, s)
+    got = det_bound(W, s, kept, mass, 2.5)
+    for i in range(W.shape[0]):
+        for col, side in enumerate((W[i] > 0, W[i] < 0)):
+            vals = np.sort(s[i, side])[::-1]
+            assert got[i, col] == pytest.approx(bounds.eps_det(vals, vals.size // 2, 2.5), rel=1e-12, abs=1e-15)
+    assert float(bounds.eps_det_of_mass(-1e-17, 3.0)) == 0.0   # rounding below 0 is clamped
+
+
+def test_hybrid_rule_samples_only_on_a_strictly_larger_det_bound():
+    assert bounds.hybrid_rule(0.5, 0.4) and not bounds.hybrid_rule(0.4, 0.4) and not bounds.hybrid_rule(0.3, 0.4)
+    np.testing.assert_array_equal(bounds.hybrid_rule(np.array([1.0, 2.0]), np.array([2.0, 1.0])), [False, True])
