@@ -70,6 +70,8 @@ class Report:
     @property
     def pruned_total(self) -> int:
         """Weights of the pruned (not excluded) layers: what the budget counts."""
+        if not self.layers:  # a report built by hand without rows
+            return self.total
         return int(sum(r["total"] for r in self.layers if not r.get("excluded", False)))
 
     @property

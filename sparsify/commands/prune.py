@@ -9,6 +9,8 @@ from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..prune import DEFAULT_METHOD, METHODS
 from ._common import add_model_args, json_writer, load_model, load_points
 
+__all__ = ["DEFAULT_KEEP", "register", "run"]
+
 #: --keep when neither --keep nor --budget is given
 DEFAULT_KEEP = 0.1
 
