@@ -219,6 +219,7 @@ def _bad_cases(d):
         "exclude every layer": ([m, "--data", s, "--exclude", "0,1"], ["exclude", "every layer"]),
         "masks at the out path": ([m, "--data", s, "--masks", d / "OUT.npz"], ["--masks", "same file"]),
         "masks at the json path": ([m, "--data", s, "--masks", d / "OUT.json"], ["--masks", "--json"]),
+        "json at the out path": ([m, "--data", s, "--out", d / "OUT.json"], ["--json", "same file", "--out"]),
         "out directory missing": ([m, "--data", s, "--out", d / "nodir" / "p.npz"], ["directory"]),
     }
 
@@ -229,6 +230,7 @@ CASES = [
     "npz data", "keep 0", "keep 1.5", "keep nan", "budget 0", "budget too large", "delta 0", "delta 1", "C 0",
     "C -1", "negative seed", "out directory missing", "per-layer keep of the wrong length", "per-layer keep 0",
     "exclude unknown layer", "exclude every layer", "masks at the out path", "masks at the json path",
+    "json at the out path",
 ]
 
 
