@@ -81,8 +81,9 @@ def select_layers(network, keep=None, budget=None, layers=None, exclude=None) ->
             raise ValueError("prune: give exactly one of keep= and budget=; got a per-layer keep and "
                              f"budget={budget!r}.")
         if layers is not None or exclude is not None:
-            raise ValueError("keep: a per-layer keep already says which layers are pruned (leave a layer out "
-                             "of the mapping to keep it dense); do not combine it with layers= or exclude=.")
+            raise ValueError("keep: a per-layer keep already says which layers are pruned (to leave a layer "
+                             "dense, leave it out of a {layer: fraction} mapping); do not combine it with "
+                             "layers= or exclude=.")
         if isinstance(keep, Mapping):
             fractions = {}
             for key, value in keep.items():
