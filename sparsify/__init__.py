@@ -3,6 +3,7 @@
 A NumPy reference implementation with Numba kernels. See README.md and
 docs/theory.md.
 """
+from . import baselines, bounds, reference, verify
 from .activations import ACTIVATIONS
 from .io import load, save
 from .network import Dense, Network, from_arrays, random_mlp
@@ -28,4 +29,8 @@ __all__ = [
     "sensitivity",
     "verify",
     "__version__",
+    "baselines",
+    "bounds",
+    "reference",
+    "verify",
 ]

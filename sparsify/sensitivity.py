@@ -30,7 +30,6 @@ batches. The running state per layer is one array ``R`` shaped like ``W``
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -41,6 +40,10 @@ from ._blas import row_block, row_parts, single_threaded_blas
 from ._config import njit, prange
 from ._maxtimes import POINT_MULTIPLE, TILE_I, TILE_J
 from ._maxtimes import max_times as _max_times
+from ._validation import check_scalar
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_TILES", "HeadBlock", "Z_ROWS_PER_PART", "head_block", "is_one_array",
+           "sensitivity", "sensitivity_and_head", "stack_sides", "z_parts"]
 
 #: points per block of S (see "Streaming" above); results are bit-identical for
 #: every split of S into batches at a fixed chunk size.
@@ -215,6 +218,21 @@ class _LayerMaxima:
         return s
 
 
+def head_block(A: np.ndarray, W: np.ndarray) -> HeadBlock:
+    """One :class:`HeadBlock` for the points ``A`` (points x n_in, nonnegative, W's dtype)
+    of the layer with weights ``W``: ``A`` transposed and ``Z = [W+; W-] @ AT`` in the
+    padded, interleaved layout and the row blocks of the sensitivity step (no max-times
+    pass is run). The report measures errors on points given as an array with it."""
+    A = np.ascontiguousarray(A, dtype=W.dtype)
+    acc = _LayerMaxima(W, DEFAULT_TILES)
+    AT, r = acc.buffers(A.shape[0])
+    _transpose_part(A, AT, 0)
+    Z = np.empty_like(r)
+    with single_threaded_blas():
+        _blas._matmul_rows(acc.stacked, AT, Z, z_parts(Z.shape[0]))
+    return HeadBlock(AT, Z, A.shape[0])
+
+
 @njit(parallel=True)
 def stack_sides(W, V, out):
     """``out``: the sides of ``V`` by the sign of ``W``, interleaved, in one parallel pass:
@@ -254,19 +272,8 @@ def _check_tiles(tiles) -> dict:
     for key, value in tiles.items():
         if key not in DEFAULT_TILES:
             raise ValueError(f"tiles: unknown key {key!r}; the keys are {sorted(DEFAULT_TILES)}.")
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"tiles[{key!r}]: expected a positive integer, got {value!r}.")
-        out[key] = int(value)
+        out[key] = check_scalar(value, f"tiles[{key!r}]", kind="int", low=1)
     return out
-
-
-def _check_chunk_size(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(
-            f"chunk_size: expected a positive integer number of points, got {chunk_size!r}; "
-            f"the default is {DEFAULT_CHUNK_SIZE}."
-        )
-    return int(chunk_size)
 
 
 def _sensitivity_layer(A: np.ndarray, W: np.ndarray, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -402,7 +409,8 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int = DE
 
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_scalar(chunk_size, f"chunk_size (points per block; default {DEFAULT_CHUNK_SIZE})",
+                              kind="int", low=1)
     tiles = _check_tiles(tiles)
     state = [_LayerMaxima(layer.weight, tiles) if layer.prunable else None for layer in network.layers]
     n_points = 0
