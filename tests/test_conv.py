@@ -1,0 +1,262 @@
+"""Convolutions, pools and flattening (docs/theory.md S15): the im2col forward pass against
+naive loops and scipy.signal.correlate, pools against loops and hand-computed values,
+and the sensitivity over patches (max and mean) against the readable twin."""
+import numpy as np
+import pytest
+from scipy.signal import correlate
+
+import sparsify as sp
+from sparsify import _patches, reference
+from sparsify._config import ATOL, RTOL
+
+DTYPES = [np.float64, np.float32]
+#: forward passes: a sum of c_in*kh*kw products in another order than the loops
+FORWARD_TOL = {np.dtype(np.float64): (1e-12, 1e-12), np.dtype(np.float32): (1e-5, 1e-5)}
+#: the "mean" reduction sums P terms per weight in the layer's dtype (the twin sums in float64)
+MEAN_TOL = {np.dtype(np.float64): (1e-11, 1e-13), np.dtype(np.float32): (1e-4, 1e-6)}
+
+# (c_in, c_out, kernel, stride, padding, dilation, image)
+GEOMETRIES = [
+    (1, 1, (1, 1), 1, 0, 1, (4, 4)),          # one channel, 1x1
+    (1, 2, (3, 3), 1, 0, 1, (5, 5)),          # one input channel
+    (2, 3, (3, 3), 1, 1, 1, (5, 5)),          # "same" padding
+    (3, 2, (3, 2), 2, 0, 1, (7, 6)),          # stride, non-square kernel
+    (2, 2, (2, 3), (2, 1), (1, 2), 1, (5, 4)),  # per-axis stride and padding
+    (2, 3, (3, 3), 1, 2, 2, (6, 6)),          # dilation with padding
+    (1, 2, (2, 2), 3, 1, (2, 1), (8, 7)),     # stride > kernel, per-axis dilation
+    (3, 4, (3, 3), 1, 0, 1, (3, 3)),          # one patch per point
+]
+
+
+def _case(geometry, dtype, seed=0, signed=True):
+    c_in, c_out, kernel, stride, padding, dilation, hw = geometry
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((c_out, c_in, *kernel)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    X = rng.standard_normal((3, c_in, *hw)).astype(dtype)
+    if not signed:
+        X = np.abs(X)
+    return sp.Conv2d(W, b, "identity", stride, padding, dilation), X
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_conv_forward_equals_the_naive_loops(geometry, dtype):
+    conv, X = _case(geometry, dtype)
+    out = conv.forward(X)
+    expected = reference.conv2d(X, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+    assert out.dtype == np.dtype(dtype) and out.shape == expected.shape
+    assert out.shape[1:] == conv.output_shape(X.shape[1:])
+    rtol, atol = FORWARD_TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_conv_forward_equals_scipy_correlate(padding):
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((3, 2, 3, 2))
+    X = rng.standard_normal((2, 2, 6, 5))
+    out = sp.Conv2d(W, None, padding=padding).forward(X)
+    Xp = np.pad(X, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    expected = np.stack([np.stack([sum(correlate(Xp[n, c], W[o, c], mode="valid") for c in range(2))
+                                   for o in range(3)]) for n in range(2)])
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_forward_in_several_blocks_equals_one_block():
+    conv, X = _case(GEOMETRIES[2], np.float64)
+    X = np.concatenate([X] * 5)
+    whole = _patches.conv2d(X, conv.weight_matrix, conv.bias, conv.kernel_size, conv.stride, conv.padding,
+                            conv.dilation, rows=10 ** 6)
+    blocks = _patches.conv2d(X, conv.weight_matrix, conv.bias, conv.kernel_size, conv.stride, conv.padding,
+                             conv.dilation, rows=30)  # one point (25 patches) per block
+    np.testing.assert_array_equal(whole, blocks)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_patch_matrix_rows_are_the_patches_of_each_point(geometry):
+    conv, X = _case(geometry, np.float64)
+    M = conv.input_matrix(X)
+    expected = np.concatenate([reference.conv_patches_of_point(x, conv) for x in X])
+    np.testing.assert_array_equal(M, expected)
+    # the weight-matrix view times the patch matrix is the convolution (S15)
+    z = (M @ conv.weight_matrix.T).reshape(X.shape[0], -1, conv.n_out)
+    np.testing.assert_allclose(z.transpose(0, 2, 1).reshape(conv.forward(X).shape[0], conv.n_out, -1),
+                               (conv.forward(X) - conv.bias[:, None, None]).reshape(X.shape[0], conv.n_out, -1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_weight_matrix_view_and_with_weight():
+    conv, _ = _case(GEOMETRIES[3], np.float64)
+    assert conv.weight_matrix.shape == (2, 3 * 3 * 2) and not conv.weight_matrix.flags.writeable
+    np.testing.assert_array_equal(conv.weight_matrix[1], conv.weight[1].ravel())
+    zero = conv.with_weight(np.zeros(conv.weight_matrix.shape))
+    assert zero.weight.shape == conv.weight.shape and not zero.weight.any()
+    assert (zero.stride, zero.padding, zero.dilation) == (conv.stride, conv.padding, conv.dilation)
+    with pytest.raises(ValueError, match="weight"):
+        conv.with_weight(np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 1, 1), ((2, 3), (1, 2), (1, 1)), (3, 2, 0)])
+def test_pools_equal_the_naive_loops(kind, kernel, stride, padding):
+    X = np.random.default_rng(5).standard_normal((2, 3, 7, 6))
+    layer = (sp.MaxPool2d if kind == "max" else sp.AvgPool2d)(kernel, stride, padding)
+    fn = reference.max_pool2d if kind == "max" else reference.avg_pool2d
+    out = layer.forward(X)
+    np.testing.assert_allclose(out, fn(X, kernel, stride, padding), rtol=1e-14, atol=1e-15)
+    assert out.shape[1:] == layer.output_shape(X.shape[1:])
+
+
+def test_pools_at_hand_computed_values():
+    X = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(sp.MaxPool2d(2).forward(X)[0, 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(sp.AvgPool2d(2).forward(X)[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+    ones = np.ones((1, 1, 2, 2))
+    # padded zeros count: each corner window holds one 1 and three padded zeros
+    np.testing.assert_array_equal(sp.AvgPool2d(2, padding=1).forward(ones)[0, 0], [[0.25, 0.25], [0.25, 0.25]])
+    # padding never wins a maximum, even over negative values
+    np.testing.assert_array_equal(sp.MaxPool2d(2, padding=1).forward(-ones)[0, 0], [[-1, -1], [-1, -1]])
+
+
+def test_flatten_is_c_order_and_feeds_a_dense_layer():
+    X = np.random.default_rng(6).standard_normal((2, 3, 2, 2))
+    np.testing.assert_array_equal(sp.Flatten().forward(X)[1], np.concatenate([X[1, c].ravel() for c in range(3)]))
+    W = np.random.default_rng(7).standard_normal((4, 12))
+    net = sp.Network([sp.Flatten(), sp.Dense(W, None, "relu")], input_shape=(3, 2, 2))
+    np.testing.assert_allclose(net(X), np.maximum(X.reshape(2, 12) @ W.T, 0), rtol=1e-14)
+    np.testing.assert_allclose(reference.forward(net, X), net(X), rtol=1e-14)
+
+
+def test_conv_and_pool_arguments_are_checked():
+    W = np.ones((2, 1, 3, 3))
+    with pytest.raises(ValueError, match="groups"):
+        sp.Conv2d(W, groups=2)
+    with pytest.raises(ValueError, match="stride"):
+        sp.Conv2d(W, stride=0)
+    with pytest.raises(TypeError, match="padding"):
+        sp.Conv2d(W, padding=1.5)
+    with pytest.raises(ValueError, match="weight"):
+        sp.Conv2d(np.ones((2, 3, 3)))
+    with pytest.raises(ValueError, match="bias"):
+        sp.Conv2d(W, np.ones(3))
+    with pytest.raises(ValueError, match="padding"):
+        sp.MaxPool2d(2, padding=2)
+    with pytest.raises(ValueError, match="input_shape"):
+        sp.Network([sp.Conv2d(W)])
+    with pytest.raises(ValueError, match="does not fit"):
+        sp.Network([sp.Conv2d(W)], input_shape=(1, 2, 2))
+    with pytest.raises(ValueError, match="input channels"):
+        sp.Network([sp.Conv2d(W)], input_shape=(2, 5, 5))
+    with pytest.raises(ValueError, match="Flatten"):
+        sp.Network([sp.Conv2d(W), sp.Dense(np.ones((2, 18)))], input_shape=(1, 5, 5))
+    with pytest.raises(TypeError, match="dtype"):
+        sp.Network([sp.Conv2d(W), sp.Flatten(), sp.Dense(np.ones((2, 18), np.float32))], input_shape=(1, 5, 5))
+    net = sp.Network([sp.Conv2d(W)], input_shape=(1, 5, 5))
+    with pytest.raises(ValueError, match=r"\(n_points, 1, 5, 5\)"):
+        net(np.ones((2, 25)))
+
+
+def _net(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    layers = [sp.Conv2d(rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3), "relu", padding=1),
+              sp.MaxPool2d(2),
+              sp.Conv2d(rng.standard_normal((2, 3, 2, 2)), None, "relu", stride=1, dilation=1),
+              sp.Flatten(), sp.Dense(rng.standard_normal((4, 2 * 2 * 2)), rng.standard_normal(4))]
+    return sp.Network(layers, input_shape=(2, 6, 6)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_network_forward_trace_and_astype(dtype):
+    net = _net(dtype)
+    X = np.random.default_rng(1).standard_normal((5, 2, 6, 6)).astype(dtype)
+    out = net(X)
+    assert out.dtype == np.dtype(dtype) and out.shape == (5, 4) and net.output_shape == (4,)
+    rtol, atol = FORWARD_TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(out, reference.forward(net, X), rtol=rtol, atol=atol)
+    tr = net.trace(X)
+    assert [a.shape for a in tr] == [(5, 2, 6, 6), (5, 3, 3, 3), (5, 8)]
+    for a, b in zip(tr, reference.trace(net, X)):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    assert net.prunable_input_shapes == [(2, 6, 6), (3, 3, 3), (8,)]
+    assert net.n_weights == 3 * 2 * 9 + 2 * 3 * 4 + 4 * 8 and net.n_biases == 3 + 4
+    assert [w.shape for w in net.weights] == [(3, 2, 3, 3), (2, 3, 2, 2), (4, 8)]
+    zeroed = net.with_weights([np.zeros(layer.weight_matrix.shape) for layer in net.prunable_layers])
+    np.testing.assert_array_equal(zeroed(X), np.broadcast_to(net.prunable_layers[-1].bias, (5, 4)))  # only the last bias is left
+
+
+# --- sensitivity over patches (S15) ---------------------------------------------------
+def _check_sensitivity(conv, X, reduction, chunk_size=512):
+    net = sp.Network([conv], input_shape=X.shape[1:])
+    (s,) = sp.sensitivity(net, X, patch_reduction=reduction, chunk_size=chunk_size)
+    expected = reference.sensitivity_conv_layer(X, conv, reduction)
+    dt = np.dtype(conv.dtype)
+    assert s.shape == conv.weight.shape and s.dtype == dt
+    rtol, atol = (RTOL[dt], ATOL[dt]) if reduction == "max" else MEAN_TOL[dt]
+    np.testing.assert_allclose(s, expected, rtol=rtol, atol=atol)
+    assert np.all((0 <= s) & (s <= 1))
+    return s
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("reduction", ["max", "mean"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_conv_sensitivity_equals_the_reference(geometry, dtype, reduction, signed):
+    conv, X = _case(geometry, dtype, seed=11, signed=signed)
+    _check_sensitivity(conv, X, reduction)
+
+
+@pytest.mark.parametrize("reduction", ["max", "mean"])
+def test_dead_filters_and_zero_inputs_have_zero_sensitivity(reduction):
+    conv, X = _case(GEOMETRIES[2], np.float64, seed=2, signed=False)
+    W = conv.weight.copy()
+    W[1] = 0                       # a dead filter
+    W[2][W[2] < 0] = 0             # a filter without a negative side
+    conv = conv.with_weight(W)
+    s = _check_sensitivity(conv, X, reduction)
+    assert not s[1].any() and not s[2][W[2] == 0].any()
+    s0 = _check_sensitivity(conv, np.zeros_like(X), reduction)
+    assert not s0.any()
+
+
+@pytest.mark.parametrize("reduction", ["max", "mean"])
+def test_conv_sensitivity_does_not_depend_on_the_blocks(reduction, monkeypatch):
+    conv, X = _case(GEOMETRIES[5], np.float64, seed=4)
+    X = np.concatenate([X] * 4)
+    whole = _check_sensitivity(conv, X, reduction)
+    monkeypatch.setattr(_patches, "ROWS_PER_BLOCK", 1)     # one point per patch block
+    import sparsify._sensitivity_conv as sc
+    monkeypatch.setattr(sc, "points_per_block", lambda P, rows=1: 1)
+    np.testing.assert_array_equal(_check_sensitivity(conv, X, reduction, chunk_size=3), whole)
+
+
+def test_mean_is_at_most_max_and_max_reaches_one_on_a_single_term_side():
+    conv, X = _case(GEOMETRIES[3], np.float64, seed=8, signed=False)
+    s_max = _check_sensitivity(conv, X, "max")
+    s_mean = _check_sensitivity(conv, X, "mean")
+    assert np.all(s_mean <= s_max + 1e-15)
+    # one positive weight per filter: each (x, p) with a nonzero input gives g = 1 on that side
+    W = np.zeros_like(conv.weight)
+    W[:, 0, 0, 0] = 1.0
+    s1 = _check_sensitivity(conv.with_weight(W), X, "max")
+    np.testing.assert_array_equal(s1[:, 0, 0, 0], 1.0)
+
+
+def test_sensitivity_of_a_whole_cnn_equals_the_reference():
+    for reduction in ("max", "mean"):
+        net = _net(np.float64, seed=3)
+        X = np.random.default_rng(2).standard_normal((6, 2, 6, 6))
+        s = sp.sensitivity(net, X, patch_reduction=reduction, chunk_size=4)
+        expected = reference.sensitivity(net, X, reduction)
+        assert [a.shape for a in s] == [w.shape for w in net.weights]
+        for a, b in zip(s, expected):
+            np.testing.assert_allclose(a, b, **dict(zip(("rtol", "atol"), MEAN_TOL[np.dtype(np.float64)])))
+    with pytest.raises(ValueError, match="patch_reduction"):
+        sp.sensitivity(net, X, patch_reduction="sum")
+    with pytest.raises(ValueError, match="NCHW"):
+        sp.sensitivity(net, X[:, :1])
+    # a list of NCHW batches is a stream of batches
+    streamed = sp.sensitivity(net, [X[:2], X[2:]], patch_reduction="max", chunk_size=4)
+    for a, b in zip(streamed, sp.sensitivity(net, X, chunk_size=4)):
+        np.testing.assert_array_equal(a, b)
