@@ -260,3 +260,81 @@ def test_sensitivity_of_a_whole_cnn_equals_the_reference():
     streamed = sp.sensitivity(net, [X[:2], X[2:]], patch_reduction="max", chunk_size=4)
     for a, b in zip(streamed, sp.sensitivity(net, X, chunk_size=4)):
         np.testing.assert_array_equal(a, b)
+
+
+# --- bounds: (P, k) per prunable layer ------------------------------------------------
+def test_patch_sizes_give_patches_and_kernel_elements_per_layer():
+    from sparsify import bounds
+
+    net = _net(np.float64)
+    # conv 3x3 pad 1 on 6x6: 36 patches of 2*9; after the 2x2 pool, conv 2x2 on 3x3: 4 patches of 3*4
+    assert bounds.patch_sizes(net) == [(36, 18), (4, 12), (1, 1)]
+    assert bounds.network_eta(net) == (3 + 2 + 4, 4)
+    assert bounds.alpha(3.0, 0.1, *bounds.patch_sizes(net)[0]) == pytest.approx(6.0 * np.log(8 * 37 * 18 / 0.1))
+
+
+# --- save / load (format version 2) ---------------------------------------------------
+def _cnn_with_everything(dtype=np.float64):
+    rng = np.random.default_rng(9)
+    block = sp.Residual([sp.Conv2d(rng.standard_normal((3, 3, 3, 3)), rng.standard_normal(3), "relu", padding=1),
+                         sp.Conv2d(rng.standard_normal((4, 3, 3, 3)), None, "identity", stride=2, padding=1)],
+                        "relu", sp.Conv2d(rng.standard_normal((4, 3, 1, 1)), None, stride=2))
+    inner = sp.Residual([sp.Residual([sp.Conv2d(rng.standard_normal((4, 4, 1, 1)))], "tanh")], "identity")
+    layers = [sp.Conv2d(rng.standard_normal((3, 2, 3, 2)), None, "leaky_relu", (1, 2), (1, 0), (2, 1)),
+              block, inner, sp.MaxPool2d(2, 1, 1), sp.AvgPool2d((2, 1)), sp.Flatten(),
+              sp.Dense(rng.standard_normal((2, 4 * 2 * 3)), rng.standard_normal(2), "sigmoid")]
+    return sp.Network(layers, input_shape=(2, 7, 8)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cnn_round_trips_bit_identically(tmp_path, dtype):
+    net = _cnn_with_everything(dtype)
+    again = sp.load(sp.save(net, tmp_path / "cnn.npz"))
+    assert again.input_shape == net.input_shape and [l.kind for l in again.layers] == [l.kind for l in net.layers]
+    assert len(again.prunable_layers) == len(net.prunable_layers) == 6
+    for a, b in zip(net.prunable_layers, again.prunable_layers):
+        assert a.kind == b.kind and a.activation == b.activation and a.weight.tobytes() == b.weight.tobytes()
+        assert a.weight.dtype == b.weight.dtype and a.weight.shape == b.weight.shape
+        assert (a.bias is None) == (b.bias is None)
+        if a.kind == "conv2d":
+            assert (a.stride, a.padding, a.dilation) == (b.stride, b.padding, b.dilation)
+    for a, b in zip(net.layers, again.layers):
+        if a.kind in ("maxpool2d", "avgpool2d"):
+            assert (a.kernel_size, a.stride, a.padding) == (b.kernel_size, b.stride, b.padding)
+    X = np.random.default_rng(1).standard_normal((3, 2, 7, 8)).astype(dtype)
+    assert net(X).tobytes() == again(X).tobytes()
+    with np.load(tmp_path / "cnn.npz", allow_pickle=False) as data:
+        assert int(data["format_version"]) == 2 and data["input_shape"].tolist() == [2, 7, 8]
+
+
+def test_a_dense_network_keeps_the_version_1_arrays_and_version_1_files_load(tmp_path):
+    from sparsify.io import network_to_arrays
+
+    net = sp.random_mlp([3, 4, 2], rng=0)
+    arrays = network_to_arrays(net)
+    assert set(arrays) == {"format", "format_version", "activations", "kinds", "W0", "b0", "W1", "b1"}
+    arrays["format_version"] = np.array(1)
+    np.savez(tmp_path / "v1.npz", **arrays)
+    again = sp.load(tmp_path / "v1.npz")
+    assert again(np.ones((1, 3))).tobytes() == net(np.ones((1, 3))).tobytes()
+
+
+def test_bad_cnn_files_are_refused_with_the_layer_named(tmp_path):
+    from sparsify.io import network_to_arrays
+
+    good = network_to_arrays(_cnn_with_everything())
+    cases = {
+        "version 1 with conv": dict(good, format_version=np.array(1)),
+        "no input shape": {k: v for k, v in good.items() if k != "input_shape"},
+        "bad geometry": dict(good, conv0=np.array([1.0, 2.0, 1.0, 0.0, 2.0, 1.0])),
+        "missing inner weight": {k: v for k, v in good.items() if k != "W1.s"},
+        "unknown kind": dict(good, kinds=np.array(["conv2d", "residual", "residual", "maxpool2d", "avgpool2d",
+                                                  "flatten", "lstm"])),
+        "zero stride": dict(good, conv0=np.array([0, 2, 1, 0, 2, 1])),
+        "wrong input shape": dict(good, input_shape=np.array([3, 7, 8])),
+    }
+    for name, arrays in cases.items():
+        np.savez(tmp_path / "bad.npz", **arrays)
+        with pytest.raises(ValueError, match="model") as info:
+            sp.load(tmp_path / "bad.npz")
+        assert str(tmp_path / "bad.npz") in str(info.value), name

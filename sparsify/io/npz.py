@@ -1,10 +1,13 @@
 """Saving and loading networks as self-describing ``.npz`` files.
 
-Format (version 1): keys ``format`` (= "sparsify-network"), ``format_version``,
+Format (version 2): keys ``format`` (= "sparsify-network"), ``format_version``,
 ``activations`` (unicode array, one per layer), ``kinds`` (unicode array),
 ``W0, W1, ...`` and ``b0, b1, ...`` (a bias is simply absent when the layer
-has none). Everything loads with ``allow_pickle=False``; user files are never
-unpickled.
+has none). Networks with convolutions, pools, flattening or residual blocks
+add ``input_shape`` and the arrays of each kind (:mod:`sparsify.io._kinds`);
+a network of dense layers has exactly the arrays of version 1, and version-1
+files still load. Everything loads with ``allow_pickle=False``; user files are
+never unpickled.
 
 Plain exports from other frameworks (``W0, b0, W1, b1, ...`` arrays only, or
 the ``weight_0``/``bias_0`` spelling) load with ``load(path, activations=[...])``.
@@ -19,10 +22,13 @@ from typing import Sequence
 import numpy as np
 
 from ..network import Dense, Network
+from . import _kinds
 from ._atomic import atomic_write, atomic_write_many  # noqa: F401  (re-exported)
 
 FORMAT_NAME = "sparsify-network"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this sparsify reads (version 1: dense layers only)
+READABLE_VERSIONS = (1, 2)
 _MAX_LAYERS = 10_000
 
 
@@ -33,13 +39,13 @@ def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT_NAME),
         "format_version": np.array(FORMAT_VERSION),
-        "activations": np.array(net.activations, dtype=str),
+        "activations": np.array([getattr(layer, "activation", "") for layer in net.layers], dtype=str),
         "kinds": np.array([layer.kind for layer in net.layers], dtype=str),
     }
     for k, layer in enumerate(net.layers):
-        arrays[f"W{k}"] = layer.weight
-        if layer.bias is not None:
-            arrays[f"b{k}"] = layer.bias
+        arrays.update(_kinds.layer_arrays(layer, k))
+    if any(layer.kind != "dense" for layer in net.layers):
+        arrays["input_shape"] = np.array(net.input_shape)
     return arrays
 
 
@@ -99,9 +105,10 @@ def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | 
         if fmt.shape != () or str(fmt) != FORMAT_NAME:
             raise ValueError(f"model: {source} has format {fmt!r}, expected {FORMAT_NAME!r}.")
         version = data.get("format_version")
-        if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+        if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) not in READABLE_VERSIONS:
             raise ValueError(
-                f"model: {source} has format_version {version!r}; this sparsify reads version {FORMAT_VERSION}. "
+                f"model: {source} has format_version {version!r}; this sparsify reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. "
                 "Upgrade sparsify or re-save the model."
             )
         stored = data.get("activations")
@@ -115,7 +122,9 @@ def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | 
         activations = stored.tolist()
         kinds = data.get("kinds")
         if kinds is not None and any(k != "dense" for k in kinds.tolist()):
-            raise ValueError(f"model: {source} holds layer kinds {kinds.tolist()}; this version reads 'dense' only.")
+            if int(version) < 2 or kinds.ndim != 1 or kinds.dtype.kind != "U":
+                raise ValueError(f"model: {source} holds layer kinds {kinds.tolist()}, which need format version 2.")
+            return _kinds.network_from_arrays(data, kinds.tolist(), activations, source)
         w_keys = _indexed(data, [r"W(\d+)"])
         b_keys = _indexed(data, [r"b(\d+)"])
     else:
