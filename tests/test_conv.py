@@ -338,3 +338,55 @@ def test_bad_cnn_files_are_refused_with_the_layer_named(tmp_path):
         with pytest.raises(ValueError, match="model") as info:
             sp.load(tmp_path / "bad.npz")
         assert str(tmp_path / "bad.npz") in str(info.value), name
+
+
+# --- Hypothesis: drawn CNNs -----------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+
+from sparsify.testing import strategies as sst  # noqa: E402
+
+
+@settings(max_examples=20)
+@given(sst.conv_networks_with_inputs(dtypes=("float64", "float32")))
+def test_relative_importance_sums_to_one_on_every_live_side_of_every_patch(net_and_X):
+    """S4 per (x, p): on each side with Z != 0, sum_j g_ij(x, p) = 1 (the readable twin)."""
+    net, X = net_and_X
+    tol = 1e-12 if net.dtype == np.float64 else 1e-5
+    for A, layer in zip(reference.trace(net, X), net.prunable_layers):
+        W = layer.weight_matrix
+        rows = (np.concatenate([reference.conv_patches_of_point(x, layer) for x in A]) if layer.kind == "conv2d"
+                else A)
+        for a in reference.split_inputs(rows):
+            g = reference.relative_importance_point(a, W)
+            for side in (W > 0, W < 0):
+                Z = np.where(side, W, 0) @ a
+                sums = np.where(side, g, 0).sum(axis=1, dtype=np.float64)
+                live = Z != 0
+                np.testing.assert_allclose(sums[live], 1.0, rtol=0, atol=tol)
+                assert not sums[~live].any()
+
+
+@settings(max_examples=20)
+@given(sst.conv_networks_with_inputs(dtypes=("float64", "float32")))
+def test_drawn_cnns_forward_and_sensitivity_equal_the_twins(net_and_X):
+    net, X = net_and_X
+    dt = np.dtype(net.dtype)
+    rtol, atol = FORWARD_TOL[dt]
+    scale = max(1.0, float(np.abs(reference.forward(net, X)).max()))
+    np.testing.assert_allclose(net(X), reference.forward(net, X), rtol=rtol, atol=atol * scale * 10)
+    for reduction in ("max", "mean"):
+        s = sp.sensitivity(net, X, patch_reduction=reduction)
+        expected = reference.sensitivity(net, X, reduction)
+        rt, at = (RTOL[dt], ATOL[dt]) if reduction == "max" else MEAN_TOL[dt]
+        for a, b, layer in zip(s, expected, net.prunable_layers):
+            assert a.shape == layer.weight.shape and a.dtype == dt
+            np.testing.assert_allclose(a, b, rtol=rt, atol=at)
+
+
+def test_conv_strategy_arguments_are_checked():
+    with pytest.raises(TypeError, match="residual"):
+        sst.conv_networks(residual="yes")
+    with pytest.raises(ValueError, match="channels"):
+        sst.conv_networks(channels=(3, 1))
+    with pytest.raises(TypeError, match="network"):
+        sst.conv_inputs(np.ones(3))
