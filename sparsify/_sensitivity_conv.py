@@ -31,6 +31,11 @@ from ._patches import extract_patches, points_per_block
 #: the reductions over the patches of a point
 PATCH_REDUCTIONS = ("max", "mean")
 
+#: at most this many (point, patch) rows of the first points of S are kept for
+#: ``prune``'s measured errors (whole points, at least one), so a convolution's
+#: head costs about the memory of a dense layer's
+HEAD_ROWS = 4096
+
 
 class ConvMaxima:
     """Running sensitivities of one :class:`~sparsify.Conv2d` over blocks of S.
@@ -47,17 +52,24 @@ class ConvMaxima:
         self.P = conv.patches_per_point(in_shape)
         self.step = points_per_block(self.P)
         self.W = np.ascontiguousarray(conv.weight_matrix)
-        self.head: list = []  # prune's report measures no errors on conv layers (yet)
         self._buf = None
-        if reduction == "max":
-            self.inner = _LayerMaxima(self.W, tiles)
-        else:
+        self._head_points = max(1, HEAD_ROWS // self.P)  # points whose patches the head may hold
+        self._kept = 0  # points whose patches the head holds
+        self.inner = _LayerMaxima(self.W, tiles)  # "max": the whole path; "mean": the head only
+        if reduction == "mean":
             self.stacked = np.concatenate([np.maximum(self.W, 0), np.minimum(self.W, 0)])  # [W+; W-]
             self.positive = self.W > 0
             self.R = np.zeros(self.W.shape, dtype=self.W.dtype)
 
+    @property
+    def head(self) -> list:
+        """The :class:`~sparsify.sensitivity.HeadBlock` list of the kept first points' patch rows."""
+        return self.inner.head
+
     def update(self, A: np.ndarray, keep: int = 0) -> None:
-        """Fold a block ``A`` (points, c_in, h, w) of finite inputs into the running maxima."""
+        """Fold a block ``A`` (points, c_in, h, w) of finite inputs into the running maxima;
+        with ``keep > 0`` the patch rows of its first ``keep`` points (up to
+        :data:`HEAD_ROWS` rows over all of S) are kept in :attr:`head`."""
         n = A.shape[0]
         if self._buf is None:
             self._buf = np.empty((min(self.step, max(n, 1)) * self.P, self.W.shape[1]), dtype=self.W.dtype)
@@ -67,9 +79,14 @@ class ConvMaxima:
             if b * self.P > self._buf.shape[0]:
                 self._buf = np.empty((b * self.P, self.W.shape[1]), dtype=self.W.dtype)
             patches = extract_patches(block, *self.geometry, out=self._buf[:b * self.P])
+            take = max(0, min(b, keep - start, self._head_points - self._kept))
+            self._kept += take
             if self.reduction == "max":
-                self.inner.update(patches)
-            elif patches.min() < 0:
+                self.inner.update(patches, take * self.P)
+                continue
+            if take:  # the head's rows, through the dense path (their maxima are not used)
+                self.inner.update(np.ascontiguousarray(patches[:take * self.P]), take * self.P)
+            if patches.min() < 0:
                 self._update_mean(np.maximum(patches, 0), b)
                 self._update_mean(np.maximum(-patches, 0), b)
             else:

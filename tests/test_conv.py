@@ -390,3 +390,64 @@ def test_conv_strategy_arguments_are_checked():
         sst.conv_networks(channels=(3, 1))
     with pytest.raises(TypeError, match="network"):
         sst.conv_inputs(np.ones(3))
+
+
+# --- prune end to end on a small CNN --------------------------------------------------
+@pytest.fixture(scope="module")
+def cnn_and_S():
+    return _cnn_with_everything(), np.random.default_rng(0).standard_normal((12, 2, 7, 8))
+
+
+@pytest.mark.parametrize("allocation", ["global", "balanced"])
+@pytest.mark.parametrize("method", ["det", "rand", "hybrid"])
+def test_prune_runs_end_to_end_on_a_cnn(cnn_and_S, method, allocation):
+    from sparsify import bounds
+
+    net, X = cnn_and_S
+    res = sp.prune(net, X, keep=0.3, method=method, allocation=allocation, rng=0)
+    assert res.report.requested == round(0.3 * net.n_weights)
+    if method == "det":
+        assert res.report.achieved == res.report.requested
+    assert [m.shape for m in res.masks] == [w.shape for w in net.weights]
+    assert [s.shape for s in res.sensitivities] == [w.shape for w in net.weights]
+    assert len(res.report.layers) == len(net.prunable_layers) == 6
+    assert sum(int(m.sum()) for m in res.masks) == res.report.achieved
+    for m, a, b in zip(res.masks, net.prunable_layers, res.network.prunable_layers):
+        np.testing.assert_array_equal(b.weight != 0, m)
+        if method == "det":
+            np.testing.assert_array_equal(b.weight[m], a.weight[m])  # kept as they are (S6)
+    assert res.network(X).shape == (12, 2)
+    # the allocation bound of each side uses its layer's P and k (S8, S15)
+    for tab, (P, k) in zip(res.sides, bounds.patch_sizes(net)):
+        partial = ~tab.sampled & (tab.kept < tab.nnz) & (tab.kept > 0) & ~tab.dead
+        np.testing.assert_allclose(tab.eps_rand[partial],
+                                   bounds.eps_rand(tab.target[partial], tab.mass[partial], 3.0, 1e-16, P, k),
+                                   rtol=1e-12)
+
+
+def test_prune_chooses_the_patch_reduction_per_method(cnn_and_S):
+    net, X = cnn_and_S
+    for method, reduction in (("det", "mean"), ("rand", "max"), ("hybrid", "max")):
+        res = sp.prune(net, X, keep=0.5, method=method, rng=0)
+        for a, b in zip(res.sensitivities, sp.sensitivity(net, X, patch_reduction=reduction)):
+            np.testing.assert_array_equal(a, b)
+    res = sp.prune(net, X, keep=0.5, method="det", rng=0, patch_reduction="max")
+    for a, b in zip(res.sensitivities, sp.sensitivity(net, X, patch_reduction="max")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_det_error_on_every_patch_is_at_most_the_pruned_mass_and_the_report_measures_it(cnn_and_S):
+    """S6 per (x, p) with the max reduction: the measured relative error of a side over all
+    patch rows of S is at most the pruned sensitivity mass (eps_det / C); the report's
+    errors are those of the readable twin on the same rows."""
+    net, X = cnn_and_S
+    res = sp.prune(net, X, keep=0.3, method="det", rng=0, patch_reduction="max", C=1.0)
+    for A, layer, new, tab, row in zip(net.trace(X), net.prunable_layers, res.network.prunable_layers,
+                                       res.sides, res.report.layers):
+        rows = layer.input_matrix(A) if layer.kind == "conv2d" else A
+        err = reference.side_errors(rows, layer.weight_matrix, new.weight_matrix)
+        ok = ~np.isnan(err)
+        assert np.all(err[ok] <= tab.eps_det[ok] + 1e-12)
+        live = (tab.nnz > 0) & ~tab.dead & ok
+        if live.any():
+            assert row["err_max"] == pytest.approx(float(err[live].max()), rel=1e-9, abs=1e-12)
