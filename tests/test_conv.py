@@ -225,9 +225,9 @@ def test_conv_sensitivity_does_not_depend_on_the_blocks(reduction, monkeypatch):
     conv, X = _case(GEOMETRIES[5], np.float64, seed=4)
     X = np.concatenate([X] * 4)
     whole = _check_sensitivity(conv, X, reduction)
-    monkeypatch.setattr(_patches, "ROWS_PER_BLOCK", 1)     # one point per patch block
     import sparsify._sensitivity_conv as sc
-    monkeypatch.setattr(sc, "points_per_block", lambda P, rows=1: 1)
+
+    monkeypatch.setattr(sc, "points_per_block", lambda P, rows=1: 1)  # one point per patch block
     np.testing.assert_array_equal(_check_sensitivity(conv, X, reduction, chunk_size=3), whole)
 
 
