@@ -21,7 +21,7 @@ from . import allocation as alloc
 from ._blas import single_threaded_blas
 from ._config import njit, prange
 from ._validation import check_choice, check_keep_budget, check_positive, check_rng
-from .bounds import DEFAULT_C, DEFAULT_DELTA, _check_C, eps_rand
+from .bounds import DEFAULT_C, DEFAULT_DELTA, _check_C, alpha, eps_rand, patch_sizes
 from .network import Network
 from .reference import split_inputs
 from .report import Report
@@ -30,6 +30,9 @@ from .sensitivity import (DEFAULT_TILES, HeadBlock, _LayerMaxima, _transpose_par
                           stack_sides, z_parts)
 
 METHODS = ("det", "rand", "hybrid")
+#: reduction of a convolution's sensitivities over patches per method, as the authors
+#: (docs/theory.md S15): their deterministic method averages, their sampling methods take the max
+DEFAULT_PATCH_REDUCTION = {"det": "mean", "rand": "max", "hybrid": "max"}
 #: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
 #: item 11); the chunked draws of ``_Plan.draw`` typically land within a few weights
 COUNT_RTOL = 0.005
@@ -86,7 +89,8 @@ def _check_options(method, allocation, delta, C):
 
 
 def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocation: str | None = None,
-          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C) -> PruneResult:
+          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C,
+          patch_reduction: str | None = None) -> PruneResult:
     """Prune ``network`` with SiPP using the batch ``X_S``.
 
     Parameters
@@ -109,6 +113,9 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
         Source of all randomness; the same seed gives bit-identical results.
     delta, C : float
         Failure probability and the out-of-sample constant of the bounds.
+    patch_reduction : {"max", "mean"}, optional
+        Reduction of a convolution's ``g_ij(x, p)`` over patches (docs/theory.md S15);
+        default per method as the authors (:data:`DEFAULT_PATCH_REDUCTION`).
 
     Returns
     -------
@@ -125,12 +132,13 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
     B = check_keep_budget(keep, budget, network.n_weights)
     gen = check_rng(rng)
     with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
-        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
-        weights = [layer.weight for layer in network.layers]
-        plan = _Plan(weights, s_list, C, delta)
+        reduction = DEFAULT_PATCH_REDUCTION[method] if patch_reduction is None else patch_reduction
+        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS, patch_reduction=reduction)
+        weights = [layer.weight_matrix for layer in network.prunable_layers]  # weight-matrix views
+        plan = _Plan(weights, [s.reshape(W.shape) for s, W in zip(s_list, weights)], C, delta, patch_sizes(network))
         new_w, tables, achieved = plan.run(method, allocation, B, gen)
         pruned = network.with_weights(new_w)
-        masks = [w != 0 for w in new_w]
+        masks = [(w != 0).reshape(layer.weight.shape) for w, layer in zip(new_w, network.prunable_layers)]
         report = build_report(network, heads, new_w, tables, method=method, allocation=allocation,
                               requested=B, delta=delta, C=C, seconds=time.perf_counter() - t0, n_points=n_points)
     return PruneResult(pruned, masks, report, s_list, tables)
@@ -139,7 +147,7 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
 class _Plan:
     """The per-side bookkeeping of one prune call (flat arrays over all sides)."""
 
-    def __init__(self, weights, s_list, C, delta):
+    def __init__(self, weights, s_list, C, delta, sizes=None):
         self.weights, self.s_list, self.C, self.delta = weights, s_list, C, delta
         stats = [alloc.side_stats(W, s) for W, s in zip(weights, s_list)]
         self.shapes = [W.shape[0] for W in weights]
@@ -153,11 +161,16 @@ class _Plan:
         self.row_of = np.concatenate([np.repeat(np.arange(n), 2) for n in self.shapes])
         self.sign_of = np.tile([1, -1], len(self.nnz) // 2)
         self.offsets = np.concatenate([[0], np.cumsum([2 * n for n in self.shapes])])
+        # patches P and kernel elements k of each side's layer, the arguments of alpha (S8, S15)
+        sizes = [(1, 1)] * len(weights) if sizes is None else sizes
+        self.P = np.concatenate([np.full(2 * n, P, np.float64) for n, (P, _) in zip(self.shapes, sizes)])
+        self.k = np.concatenate([np.full(2 * n, k, np.float64) for n, (_, k) in zip(self.shapes, sizes)])
 
     # --- targets per side ---------------------------------------------------
     def targets(self, allocation: str, B: int) -> np.ndarray:
         if allocation == "balanced":
-            return alloc.balanced_targets(self.mass, self.nnz, self.inv_eta, B, self.C, self.delta)
+            return alloc.balanced_targets(self.mass, self.nnz, self.inv_eta, B, self.C, self.delta,
+                                          alpha_side=alpha(self.C, self.delta, self.P, self.k))
         eligible = [W != 0 for W in self.weights]
         demoted = []
         for k, W in enumerate(self.weights):
@@ -188,7 +201,7 @@ class _Plan:
             for k, (o, W, s) in enumerate(zip(out, self.weights, self.s_list))
         ])
         eps_d = np.where(full, 0.0, bound)
-        eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta)
+        eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta, self.P, self.k)
         # sampling needs a live side and fewer targets than weights it can draw (s > 0);
         # a side whose target is all its weights is kept unchanged (§2 item 7)
         can_sample = partial & ~self.dead & (m < self.support)
@@ -248,7 +261,7 @@ class _Plan:
                 used += n_u
             carry += float(base.sum() - kept[chunk].sum())
         sampled = flags["sampled"]
-        flags["eps_rand"] = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta),
+        flags["eps_rand"] = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta, self.P, self.k),
                                      flags["eps_rand"])
 
     def run(self, method: str, allocation: str, B: int, gen):
@@ -351,10 +364,11 @@ def build_report(network, heads, new_weights, tables, *, method, allocation, req
     :func:`sparsify.sensitivity.sensitivity_and_head`); ``n_points`` is |S|.
     """
     if heads is None:
-        heads = [None] * len(network.layers)
+        heads = [None] * len(network.prunable_layers)
     rows = []
-    for k, (layer, W_hat, tab, head) in enumerate(zip(network.layers, new_weights, tables, heads)):
-        W = layer.weight
+    for k, (layer, W_hat, tab, head) in enumerate(zip(network.prunable_layers, new_weights, tables, heads)):
+        W = layer.weight_matrix
+        W_hat = np.reshape(W_hat, W.shape)
         kept = int(np.count_nonzero(W_hat))
         nb = 0 if layer.bias is None else layer.bias.size
         live = (tab.nnz > 0) & ~tab.dead
@@ -390,10 +404,14 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
     ``C * pruned sensitivity mass`` so baselines are reported like SiPP.
     """
     s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
+    layers = network.prunable_layers
     if weights is None:
-        weights = [np.where(mk, layer.weight, 0).astype(layer.dtype) for mk, layer in zip(masks, network.layers)]
+        weights = [np.where(np.reshape(mk, layer.weight.shape), layer.weight, 0).astype(layer.dtype)
+                   for mk, layer in zip(masks, layers)]
+    weights = [np.reshape(w, layer.weight_matrix.shape) for w, layer in zip(weights, layers)]  # matrix views
     tables = []
-    for W, W_hat, s in zip([layer.weight for layer in network.layers], weights, s_list):
+    for W, W_hat, s, (P, k) in zip([layer.weight_matrix for layer in layers], weights, s_list, patch_sizes(network)):
+        s = s.reshape(W.shape)
         nnz, mass = alloc.side_stats(W, s)
         kept_mask = W_hat != 0
         kept = alloc.side_sums(W, kept_mask)
@@ -401,8 +419,9 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
         zeros = np.zeros_like(nnz)
         tables.append(SideTable(nnz=nnz, mass=mass, target=kept, kept=kept, sampled=zeros.astype(bool),
                                 draws=zeros, dead=(nnz > 0) & (mass == 0), eps_det=eps_d,
-                                eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta)) * (kept < nnz),
+                                eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta, P, k)) * (kept < nnz),
                                 eps=eps_d))
     report = build_report(network, heads, weights, tables, method=method, allocation=allocation,
                           requested=requested, delta=delta, C=C, seconds=seconds, n_points=n_points)
-    return PruneResult(network.with_weights(weights), [w != 0 for w in weights], report, s_list, tables)
+    masks = [(w != 0).reshape(layer.weight.shape) for w, layer in zip(weights, layers)]
+    return PruneResult(network.with_weights(weights), masks, report, s_list, tables)
