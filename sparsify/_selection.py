@@ -69,8 +69,8 @@ def select_layers(network, keep=None, budget=None, layers=None, exclude=None) ->
     ``keep`` of the wrong length, an unknown or repeated layer index, both
     ``layers=`` and ``exclude=``, or a selection that prunes no layer.
     """
-    n = len(network.layers)
-    sizes = [int(layer.weight.size) for layer in network.layers]
+    n = len(network.prunable_layers)
+    sizes = [int(layer.weight.size) for layer in network.prunable_layers]
     if layers is not None and exclude is not None:
         raise ValueError("layers, exclude: give at most one of layers= (the layers to prune) and exclude= "
                          f"(the layers to leave dense); got layers={layers!r}, exclude={exclude!r}.")

@@ -190,7 +190,7 @@ def _balanced_m_fast(lam, a, d, cap, out):
 
 
 def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, budget: int,
-                     C: float, delta: float, *, return_lambda: bool = False):
+                     C: float, delta: float, *, return_lambda: bool = False, alpha_side=None):
     """Integer per-side targets of the balanced program (flat arrays over all sides).
 
     Parameters
@@ -201,6 +201,9 @@ def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, bud
         ``1/eta_l`` of the side's layer (its weight in the objective).
     budget : int
         Total number of kept weights ``B``.
+    alpha_side : array, shape (n_sides,), optional
+        ``alpha`` of each side's layer (with its patches P and kernel elements k,
+        docs/theory.md S15); default ``alpha(C, delta)`` (P = k = 1) for every side.
 
     Returns integer ``m`` with ``sum(m) == min(B, sum(nnz))`` and ``0 <= m <= nnz``.
     Live sides are solved by bisection on ``log lambda``; the continuous optimum is
@@ -210,7 +213,7 @@ def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, bud
     """
     mass = np.asarray(mass, dtype=np.float64)
     nnz = np.asarray(nnz, dtype=np.int64)
-    a = alpha(C, delta) * mass
+    a = (alpha(C, delta) if alpha_side is None else np.asarray(alpha_side, dtype=np.float64)) * mass
     live = (a > 0) & (nnz > 0)
     cap = np.where(live, nnz, 0).astype(np.float64)
     budget = int(min(budget, nnz.sum()))

@@ -315,5 +315,13 @@ def size_of_S(eta, eta_star, delta: float = DEFAULT_DELTA, K: float = 3.0) -> in
 
 def network_eta(network) -> tuple[int, int]:
     """``(eta, eta*)`` of a network: neurons of all layers with weights, and the widest such layer."""
-    widths = [layer.n_out for layer in network.layers if getattr(layer, "prunable", True)]
+    widths = [layer.n_out for layer in network.prunable_layers]  # a convolution's neurons: its output channels
     return int(sum(widths)), int(max(widths))
+
+
+def patch_sizes(network) -> list[tuple[int, int]]:
+    """``(P, k)`` of every prunable layer, the arguments of :func:`alpha` (docs/theory.md S8, S15):
+    ``P`` patches per point and ``k = c_in*kh*kw`` kernel elements for a convolution, ``(1, 1)``
+    for a dense layer."""
+    return [(layer.patches_per_point(shape), layer.n_in) if layer.kind == "conv2d" else (1, 1)
+            for layer, shape in zip(network.prunable_layers, network.prunable_input_shapes)]

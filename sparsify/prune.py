@@ -18,9 +18,10 @@ import numpy as np
 
 from . import allocation as alloc
 from ._blas import single_threaded_blas
+from ._config import njit, prange  # noqa: F401
 from ._selection import select_layers
 from ._validation import check_choice, check_rng, check_scalar
-from .bounds import DEFAULT_C, DEFAULT_DELTA, eps_rand, hybrid_rule
+from .bounds import DEFAULT_C, DEFAULT_DELTA, alpha, eps_rand, hybrid_rule, patch_sizes
 from .network import Network
 from .report import REPORT_POINTS, Report, build_report
 from .sampling import det_sides, draws_for_unique, rand_sides
@@ -31,6 +32,9 @@ __all__ = ["COUNT_RTOL", "DEFAULT_METHOD", "METHODS", "PruneResult", "SideTable"
 METHODS = ("det", "rand", "hybrid")
 #: the method of :func:`prune` when none is given
 DEFAULT_METHOD = "hybrid"
+#: reduction of a convolution's sensitivities over patches per method, as the authors
+#: (docs/theory.md S15): their deterministic method averages, their sampling methods take the max
+DEFAULT_PATCH_REDUCTION = {"det": "mean", "rand": "max", "hybrid": "max"}
 #: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
 #: item 11); the chunked draws of ``_Plan.draw`` typically land within a few weights
 COUNT_RTOL = 0.005
@@ -121,7 +125,7 @@ def _check_finite(weights, method: str) -> None:
 
 def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, allocation: str | None = None,
           rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, *, layers=None,
-          exclude=None) -> PruneResult:
+          exclude=None, patch_reduction: str | None = None) -> PruneResult:
     """Prune ``network`` with SiPP using the batch ``X_S``.
 
     Parameters
@@ -154,6 +158,9 @@ def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, al
         the first and last; negative indices count from the end). A dense
         layer keeps every weight bit for bit, is not counted in the budget and
         is marked in the report.
+    patch_reduction : {"max", "mean"}, optional
+        Reduction of a convolution's ``g_ij(x, p)`` over patches (docs/theory.md S15);
+        default per method as the authors (:data:`DEFAULT_PATCH_REDUCTION`).
 
     Returns
     -------
@@ -170,18 +177,21 @@ def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, al
     sel = select_layers(network, keep, budget, layers, exclude)
     gen = check_rng(rng)
     with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
-        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
-        weights = [layer.weight for layer in network.layers]
+        reduction = DEFAULT_PATCH_REDUCTION[method] if patch_reduction is None else patch_reduction
+        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS, patch_reduction=reduction)
+        weights = [layer.weight_matrix for layer in network.prunable_layers]  # weight-matrix views
+        s_mats = [s.reshape(W.shape) for s, W in zip(s_list, weights)]
+        sizes = patch_sizes(network)
         new_w = list(weights)  # layers left dense keep their arrays
-        tables = [_dense_table(W, s) if k in sel.excluded else None for k, (W, s) in enumerate(zip(weights, s_list))]
+        tables = [_dense_table(W, s) if k in sel.excluded else None for k, (W, s) in enumerate(zip(weights, s_mats))]
         for group, B in sel.groups:  # one budget per group, allocated over its layers; draws in group order
-            out, group_tables = _Plan([weights[k] for k in group], [s_list[k] for k in group], C, delta).run(
-                method, allocation, B, gen)
+            out, group_tables = _Plan([weights[k] for k in group], [s_mats[k] for k in group], C, delta,
+                                      [sizes[k] for k in group]).run(method, allocation, B, gen)
             for k, w, tab in zip(group, out, group_tables):
                 new_w[k], tables[k] = w, tab
         _check_finite(new_w, method)
         pruned = network.with_weights(new_w)
-        masks = [w != 0 for w in new_w]
+        masks = [(w != 0).reshape(layer.weight.shape) for w, layer in zip(new_w, network.prunable_layers)]
         report = build_report(network, heads, new_w, tables, method=method, allocation=allocation,
                               requested=sel.requested, delta=delta, C=C, seconds=time.perf_counter() - t0,
                               n_points=n_points, excluded=sel.excluded, layer_keep=sel.layer_keep)
@@ -191,7 +201,7 @@ def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, al
 class _Plan:
     """The per-side bookkeeping of one prune call (flat arrays over all sides)."""
 
-    def __init__(self, weights, s_list, C, delta):
+    def __init__(self, weights, s_list, C, delta, sizes=None):
         self.weights, self.s_list, self.C, self.delta = weights, s_list, C, delta
         stats = [alloc.side_stats(W, s) for W, s in zip(weights, s_list)]
         self.shapes = [W.shape[0] for W in weights]
@@ -205,11 +215,16 @@ class _Plan:
         self.row_of = np.concatenate([np.repeat(np.arange(n), 2) for n in self.shapes])
         self.sign_of = np.tile([1, -1], len(self.nnz) // 2)
         self.offsets = np.concatenate([[0], np.cumsum([2 * n for n in self.shapes])])
+        # patches P and kernel elements k of each side's layer, the arguments of alpha (S8, S15)
+        sizes = [(1, 1)] * len(weights) if sizes is None else sizes
+        self.P = np.concatenate([np.full(2 * n, P, np.float64) for n, (P, _) in zip(self.shapes, sizes)])
+        self.k = np.concatenate([np.full(2 * n, k, np.float64) for n, (_, k) in zip(self.shapes, sizes)])
 
     # --- targets per side ---------------------------------------------------
     def targets(self, allocation: str, B: int) -> np.ndarray:
         if allocation == "balanced":
-            return alloc.balanced_targets(self.mass, self.nnz, self.inv_eta, B, self.C, self.delta)
+            return alloc.balanced_targets(self.mass, self.nnz, self.inv_eta, B, self.C, self.delta,
+                                          alpha_side=alpha(self.C, self.delta, self.P, self.k))
         eligible = [W != 0 for W in self.weights]
         demoted = []
         for k, W in enumerate(self.weights):
@@ -240,7 +255,7 @@ class _Plan:
             for k, (o, W, s) in enumerate(zip(out, self.weights, self.s_list))
         ])
         eps_d = np.where(full, 0.0, bound)
-        eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta)
+        eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta, self.P, self.k)
         # sampling needs a live side and fewer targets than weights it can draw (s > 0);
         # a side whose target is all its weights is kept unchanged (§2 item 7)
         can_sample = partial & ~self.dead & (m < self.support)
@@ -300,7 +315,7 @@ class _Plan:
                 used += n_u
             carry += float(base.sum() - kept[chunk].sum())
         sampled = flags["sampled"]
-        flags["eps_rand"] = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta),
+        flags["eps_rand"] = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta, self.P, self.k),
                                      flags["eps_rand"])
 
     def run(self, method: str, allocation: str, B: int, gen):
@@ -344,10 +359,14 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
     if sensitivities is None:
         sensitivities = sensitivity_and_head(network, X_S, REPORT_POINTS)
     s_list, n_points, heads = sensitivities
+    layers = network.prunable_layers
     if weights is None:
-        weights = [np.where(mk, layer.weight, 0).astype(layer.dtype) for mk, layer in zip(masks, network.layers)]
+        weights = [np.where(np.reshape(mk, layer.weight.shape), layer.weight, 0).astype(layer.dtype)
+                   for mk, layer in zip(masks, layers)]
+    weights = [np.reshape(w, layer.weight_matrix.shape) for w, layer in zip(weights, layers)]  # matrix views
     tables = []
-    for W, W_hat, s in zip([layer.weight for layer in network.layers], weights, s_list):
+    for W, W_hat, s, (P, k) in zip([layer.weight_matrix for layer in layers], weights, s_list, patch_sizes(network)):
+        s = s.reshape(W.shape)
         nnz, mass = alloc.side_stats(W, s)
         kept_mask = W_hat != 0
         kept = alloc.side_sums(W, kept_mask)
@@ -355,9 +374,10 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
         zeros = np.zeros_like(nnz)
         tables.append(SideTable(nnz=nnz, mass=mass, target=kept, kept=kept, sampled=zeros.astype(bool),
                                 draws=zeros, dead=(nnz > 0) & (mass == 0), eps_det=eps_d,
-                                eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta)) * (kept < nnz),
+                                eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta, P, k)) * (kept < nnz),
                                 eps=eps_d))
     report = build_report(network, heads, weights, tables, method=method, allocation=allocation,
                           requested=requested, delta=delta, C=C, seconds=seconds, n_points=n_points,
                           excluded=excluded, layer_keep=layer_keep)
-    return PruneResult(network.with_weights(weights), [w != 0 for w in weights], report, s_list, tables)
+    masks = [(w != 0).reshape(layer.weight.shape) for w, layer in zip(weights, layers)]
+    return PruneResult(network.with_weights(weights), masks, report, s_list, tables)

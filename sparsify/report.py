@@ -223,11 +223,12 @@ def build_report(network, heads, new_weights, tables, *, method, allocation, req
     ``layer_keep`` the requested fraction per layer when each had its own budget.
     """
     if heads is None:
-        heads = [None] * len(network.layers)
+        heads = [None] * len(network.prunable_layers)
     excluded = sorted(int(k) for k in excluded)
     rows = []
-    for k, (layer, W_hat, tab, head) in enumerate(zip(network.layers, new_weights, tables, heads)):
-        W = layer.weight
+    for k, (layer, W_hat, tab, head) in enumerate(zip(network.prunable_layers, new_weights, tables, heads)):
+        W = layer.weight_matrix  # a convolution's (c_out, c_in*kh*kw) view
+        W_hat = np.reshape(W_hat, W.shape)
         kept = int(np.count_nonzero(W_hat))
         nb = 0 if layer.bias is None else layer.bias.size
         live = (tab.nnz > 0) & ~tab.dead
