@@ -86,7 +86,8 @@ def _check_options(method, allocation, delta, C):
 
 
 def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocation: str | None = None,
-          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C) -> PruneResult:
+          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, *, reconstruct: bool = False,
+          calibration=None, lam=None, pattern=None) -> PruneResult:
     """Prune ``network`` with SiPP using the batch ``X_S``.
 
     Parameters
@@ -109,6 +110,12 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
         Source of all randomness; the same seed gives bit-identical results.
     delta, C : float
         Failure probability and the out-of-sample constant of the bounds.
+    reconstruct, calibration, lam : bool, array (n, n_in), float > 0
+        Refit the kept weights and biases by ridge least squares on S plus
+        ``calibration`` (relative ridge ``lam``); see :mod:`sparsify.reconstruct`.
+    pattern : "N:M", optional
+        Keep the top-N sensitivities of every group of M consecutive inputs
+        (method "det"; replaces keep/budget); see :mod:`sparsify.patterns`.
 
     Returns
     -------
@@ -121,6 +128,15 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
     t0 = time.perf_counter()
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
+    # --- N:M pattern and least-squares refit (sparsify.patterns, sparsify.reconstruct) ---
+    if reconstruct is not False or pattern is not None or calibration is not None or lam is not None:
+        from .reconstruct import sipp_with_options
+
+        _check_options(method, allocation, delta, C)
+        return sipp_with_options(network, X_S, keep=keep, budget=budget, method=method, allocation=allocation,
+                                 rng=rng, delta=delta, C=C, reconstruct=reconstruct, calibration=calibration,
+                                 lam=lam, pattern=pattern)
+    # --- end ---
     allocation, delta, C = _check_options(method, allocation, delta, C)
     B = check_keep_budget(keep, budget, network.n_weights)
     gen = check_rng(rng)

@@ -34,6 +34,9 @@ class Report:
     C: float
     seconds: float
     layers: list = field(default_factory=list)
+    #: non-empty after a least-squares refit (docs/theory.md S16): the eps/err columns of
+    #: selection no longer apply; rows carry ``refit_err_before``/``refit_err_after`` instead
+    refit: str = ""
 
     @property
     def keep_requested(self) -> float:
@@ -81,6 +84,11 @@ class Report:
                 str(r["dead_sides"]), str(r["sampled_sides"]), str(r["det_sides"]), str(r["full_sides"]),
                 _num(r["eps_max"]), _num(r["eps_mean"]), _num(r["err_max"]), _num(r["err_mean"]),
             ])
+        if self.refit:  # measured errors of the refit only (sparsify.reconstruct)
+            head += f"\n{self.refit}"
+            cols += ["refit err before", "after"]
+            for row, r in zip(rows, self.layers):
+                row += [_num(r.get("refit_err_before")), _num(r.get("refit_err_after"))]
         widths = [max(len(c), *(len(row[k]) for row in rows)) for k, c in enumerate(cols)]
         line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
         return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
