@@ -56,6 +56,8 @@ class Report:
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        if not self.refit:  # the key appears only for refitted networks
+            out.pop("refit")
         out.update(
             keep_requested=self.keep_requested,
             keep_achieved=self.keep_achieved,

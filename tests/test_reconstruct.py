@@ -168,3 +168,29 @@ def test_masks_of_the_wrong_shape_are_refused(setup):
     net, X, res = setup
     with pytest.raises(ValueError, match=r"masks\[1\]"):
         R.reconstruct(net, res.network, [res.masks[0], res.masks[0], res.masks[2]], X)
+
+
+# --- command line ------------------------------------------------------------------------
+def test_cli_reconstruct_and_pattern(tmp_path, capsys):
+    from sparsify.cli import main
+
+    net = sp.random_mlp([8, 12, 4], rng=0)
+    X = np.random.default_rng(1).standard_normal((30, 8))
+    sp.save(net, tmp_path / "m.npz")
+    np.save(tmp_path / "S.npy", X)
+    np.save(tmp_path / "C.npy", X[:10] + 1)
+    np.save(tmp_path / "bad.npy", X[:10, :5])
+    code = main(["prune", str(tmp_path / "m.npz"), "--data", str(tmp_path / "S.npy"), "--pattern", "2:4",
+                 "--reconstruct", "--calibration", str(tmp_path / "C.npy"), "--lam", "1e-3",
+                 "--out", str(tmp_path / "o.npz")])
+    out = capsys.readouterr().out
+    assert code == 0 and "no bound applies" in out and "40 calibration points" in out
+    expected = sp.prune(net, X, method="det", pattern="2:4", reconstruct=True, calibration=X[:10] + 1, lam=1e-3)
+    for a, b in zip(sp.load(tmp_path / "o.npz").layers, expected.network.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        np.testing.assert_array_equal(a.bias, b.bias)
+    code = main(["prune", str(tmp_path / "m.npz"), "--data", str(tmp_path / "S.npy"), "--reconstruct",
+                 "--calibration", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "o2.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "calibration" in err and "5 features" in err
+    assert not (tmp_path / "o2.npz").exists()
