@@ -32,6 +32,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import _blas
 from ._blas import single_threaded_blas
 from ._config import njit, prange
 from ._validation import check_scalar
@@ -68,7 +69,7 @@ def layer_inputs(layer, a_prev: np.ndarray) -> np.ndarray:
 
 def preactivation_view(layer, rows: np.ndarray) -> np.ndarray:
     """``rows @ Wᵀ + b`` in the view of :func:`weight_view`, float64."""
-    Z = rows.astype(np.float64) @ weight_view(layer).T.astype(np.float64)
+    Z = _blas.matmul(rows.astype(np.float64), np.ascontiguousarray(weight_view(layer).T, dtype=np.float64))
     if layer.bias is not None:
         Z += layer.bias.astype(np.float64)
     return Z
@@ -185,7 +186,7 @@ def _accumulate(P, zz, rows, Z):
     aug[:, :n_in] = rows
     aug[:, n_in] = 1.0
     aug[:, n_in + 1:] = Z
-    P += aug[:, :n_in + 1].T @ aug
+    P += _blas.matmul(aug[:, :n_in + 1].T, aug)           # row blocks on Numba's threads
     zz += np.einsum("ij,ij->j", Z, Z)
 
 
@@ -201,7 +202,7 @@ def squared_errors(P, zz, W, b) -> np.ndarray:
     v = np.concatenate([W.astype(np.float64), (np.zeros(W.shape[0]) if b is None else b.astype(np.float64))[:, None]],
                        axis=1)
     G, C = P[:, :n_in + 1], P[:, n_in + 1:]
-    err = np.einsum("ij,jk,ik->i", v, G, v) - 2 * np.einsum("ij,ji->i", v, C) + zz
+    err = np.sum((v @ G) * v, axis=1) - 2 * np.einsum("ij,ji->i", v, C) + zz
     return np.maximum(err, 0.0)
 
 
@@ -244,7 +245,9 @@ def reconstruct_with_stats(dense_net: Network, pruned_net: Network, masks, block
         new = with_view(layer, W, b)
         layers.append(new)
         stats.append(dict(layer=k, lam=lam_abs, err_before=before, err_after=after))
-        state = [(layer.forward(a), new.forward(a_hat)) for a, a_hat in state]
+        with single_threaded_blas():
+            state = [(layer.forward(a, matmul=_blas.matmul), new.forward(a_hat, matmul=_blas.matmul))
+                     for a, a_hat in state]
         for a, a_hat in state:
             if not (np.all(np.isfinite(a)) and np.all(np.isfinite(a_hat))):
                 raise ValueError(f"calibration: the forward pass overflowed after layer {k}; rescale the data.")
