@@ -29,7 +29,8 @@ def test_upper_factor_gives_the_inverse_hessian_of_the_columns_not_yet_visited()
 @pytest.mark.parametrize("block", [1, 2, 128])
 def test_one_removed_weight_gets_the_optimal_brain_surgeon_update(q, block):
     """Columns before q are frozen by the sweep, so the update is OBS on the columns F = {q, ...}:
-    δ_F = −(w_q / [H_FF⁻¹]_qq) H_FF⁻¹ e_q; for q = 0 that is the classic δw = −(w_q/[H⁻¹]_qq) H⁻¹_{:,q}."""
+    δ_F = −(w_q / [H_FF⁻¹]_qq) H_FF⁻¹ e_q; for q = 0 that is the classic
+    δw = −(w_q/[H⁻¹]_qq) H⁻¹_{:,q}."""
     H = _hessian(1)
     W = np.random.default_rng(2).standard_normal((3, 7))
     drop = np.zeros(W.shape, dtype=bool)
