@@ -521,9 +521,11 @@ def main(argv=None) -> int:
     results["streaming"] = bench_streaming(args.quick)
     results["startup"] = bench_startup(args.quick)
     results["prune"] = bench_prune(repeats)
+    from benchmarks.reconstruct import bench_reconstruct, format_reconstruct  # least-squares refit
+    results["reconstruct"] = bench_reconstruct(3)
     results["asm"] = inspect_kernel()
     results["environment"]["loadavg_end"] = list(os.getloadavg())
-    text = report(results)
+    text = report(results) + "\n" + format_reconstruct(results["reconstruct"])
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
