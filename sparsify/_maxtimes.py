@@ -253,17 +253,6 @@ def _max_times_64(AT, r, SW, R, tile_i, tile_j, tile_x):
                     max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, _I64, _J64, 64)
 
 
-@njit
-def max_times_serial(AT, r, SW, R):
-    """:func:`max_times` on the calling thread (32-byte vectors, one task): the path of
-    small layers, where starting the thread pool would cost more than the work."""
-    n_out, n_in = R.shape
-    n_points = AT.shape[1]
-    for i0 in range(0, n_out, _I32):
-        for j0 in range(0, n_in, _J32):
-            max_times_tile(AT, r, SW, R, i0, j0, 0, n_points, _I32, _J32, 32)
-
-
 _PASSES = {32: _max_times_32, 64: _max_times_64}
 
 

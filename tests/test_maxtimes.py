@@ -161,16 +161,14 @@ def test_max_times_equals_numpy(width, problem, tiles):
 
 @settings(max_examples=40, deadline=None)
 @given(problem=tile_problems(), tiles=st.sampled_from(_CACHE_TILES))
-def test_both_widths_and_the_serial_pass_give_the_same_bits(problem, tiles):
-    """The ymm and zmm passes (both compiled here, whatever the host) and the serial pass
-    of small layers compute every term alone and take exact maxima: the same bits."""
+def test_both_widths_give_the_same_bits(problem, tiles):
+    """The ymm and zmm passes (both compiled here, whatever the host) compute every term
+    alone and take exact maxima: the same bits."""
     AT, r, SW, R = problem[:4]
     outs = {w: R.copy() for w in WIDTHS}
     for w, out in outs.items():
         mk.max_times(AT, r, SW, out, *tiles, vector_bytes=w)
-    serial = R.copy()
-    mk.max_times_serial(AT, r, SW, serial)
-    assert outs[32].tobytes() == outs[64].tobytes() == serial.tobytes()
+    assert outs[32].tobytes() == outs[64].tobytes()
 
 
 @given(st.sampled_from(DTYPES), st.integers(1, 40), st.integers(1, 40), st.integers(0, 2),
