@@ -22,10 +22,16 @@ tile reads consecutive in memory; with all ``r+`` rows before all ``r-`` rows, t
 two groups could fall into the same L1 sets.)
 
 Why LLVM code. The loop runs over points, with the points in the vector lanes
-(4 float64 or 8 float32 in 32 bytes) and the 12 accumulators of the tile in
-vector registers for the whole run of points; per step it loads one vector of
-each of the 2 input rows and, folded into each multiply, one vector of the
-edge's ``r`` row: 12 multiplies and 12 maxima for 14 loads. Written as Numba
+(4 float64 or 8 float32 in 32 bytes, twice that in 64) and the accumulators of
+the tile in vector registers for the whole run of points; per step it loads one
+vector of each of the 2 input rows and, folded into each multiply, one vector of
+the edge's ``r`` row: for the 6 x 2 tile, 12 multiplies and 12 maxima for 14 loads.
+
+Vector width. The width is a compile-time constant of the tile: 32 bytes (AVX2
+``ymm``, 16 registers, tile 6 x 2) or 64 bytes (AVX-512 ``zmm``, 32 registers,
+tile 12 x 2), one parallel pass per width; :func:`max_times` runs the one
+:func:`sparsify._config.vector_bytes` picks from the host's features (or the
+``SPARSIFY_VECTOR_BITS`` override). Both widths give the same bits. Written as Numba
 source, this loop is a reduction over points that LLVM's loop vectoriser keeps
 scalar (float maxima are not reassociated without the "no NaNs" flag, which the
 project does not set) or spills. Here the loop is emitted directly as LLVM IR
@@ -104,7 +110,8 @@ def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j, vector
     maxima, updated in place;
     ``i0, j0``: the tile's first neuron and input (the tile must lie inside R);
     ``x_lo, x_hi``: multiples of the vector width; ``n_i, n_j``: the tile's
-    shape, compile-time integer literals. No bounds are checked: the caller
+    shape, and ``vector_bytes`` (32 or 64) its vector width, compile-time
+    integer literals. No bounds are checked: the caller
     (:func:`max_times`) guarantees them.
     """
     if not all(isinstance(n, types.IntegerLiteral) for n in (n_i, n_j, vector_bytes)):
