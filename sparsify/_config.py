@@ -63,17 +63,27 @@ def host_has_avx512() -> bool:
     return all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl"))
 
 
+def _numba_targets_the_host() -> bool:
+    """False when NUMBA_CPU_NAME asks Numba to compile for another CPU (e.g. "generic",
+    for a cache shared between machines) without AVX-512 in NUMBA_CPU_FEATURES: 64-byte
+    vectors would then be split into narrower ones, so 32 is the better guess."""
+    name = (numba.config.CPU_NAME or "host").lower()
+    if name == "host":
+        return True
+    return "+avx512f" in (numba.config.CPU_FEATURES or "")
+
+
 def vector_bytes() -> int:
     """The vector width (bytes) the max-times kernel runs with in this process: 64
     (AVX-512 ``zmm``, 8 float64 or 16 float32 points per vector, a register tile for
-    32 registers) when the host has AVX-512, else 32 (AVX2 ``ymm``, a tile for 16);
+    32 registers) when the host has AVX-512 (and Numba compiles for the host), else 32 (AVX2 ``ymm``, a tile for 16);
     ``SPARSIFY_VECTOR_BITS=256`` or ``512`` overrides it. Read once per process, when
     the kernel first runs. Every width gives the same bits (each term is one IEEE
     multiply, and a maximum is exact)."""
     if "value" not in _vector_bytes_cache:
         raw = os.environ.get(VECTOR_BITS_ENV, "auto").strip().lower()
         if raw in ("", "auto"):
-            value = 64 if host_has_avx512() else 32
+            value = 64 if host_has_avx512() and _numba_targets_the_host() else 32
         elif raw in ("256", "512"):
             value = int(raw) // 8
         else:

@@ -252,7 +252,7 @@ def test_vector_width_override_is_validated(monkeypatch):
         _config.vector_bytes()
     monkeypatch.setattr(_config, "_vector_bytes_cache", {})
     monkeypatch.setenv("SPARSIFY_VECTOR_BITS", "auto")
-    assert _config.vector_bytes() == (64 if _config.host_has_avx512() else 32)
+    assert _config.vector_bytes() == (64 if _config.host_has_avx512() and _config._numba_targets_the_host() else 32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
