@@ -181,6 +181,34 @@ def limited_threads(plan: dict | None):
         numba.set_num_threads(before)
 
 
+# --- inputs as they arrive on a worker ---------------------------------------------------
+#: per worker process: the settled copies of the last shared inputs (see :func:`settled`)
+_SETTLED: dict = {}
+
+
+def settled(obj, *, cache: bool = False):
+    """``obj`` with every array in freshly allocated memory (an in-band pickle round trip).
+
+    Dask hands a task its NumPy inputs as views into the received network frames,
+    whose addresses need not be aligned as NumPy's own allocations are; some
+    NumPy loops (and BLAS calls on them) then take other code paths and round
+    differently (measured here: a convolution network's sensitivities differed
+    in the last bit). Tasks therefore compute on settled copies. ``cache=True``
+    keeps the copy of a shared input for the next tasks on this worker (keyed by
+    the object, which the worker holds while those tasks run).
+    """
+    import pickle
+
+    if not cache:
+        return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    key = id(obj)
+    if key not in _SETTLED or _SETTLED[key][0] is not obj:
+        while len(_SETTLED) >= 4:
+            _SETTLED.pop(next(iter(_SETTLED)))
+        _SETTLED[key] = (obj, settled(obj))
+    return _SETTLED[key][1]
+
+
 # --- independent tasks -----------------------------------------------------------------
 class TaskFailure(NamedTuple):
     """A task that raised: its index, the exception and the worker's traceback (text)."""
@@ -192,7 +220,7 @@ class TaskFailure(NamedTuple):
 
 def _call(fn, shared, item, plan):
     with limited_threads(plan):
-        return fn(shared, item)
+        return fn(settled(shared, cache=True), settled(item))
 
 
 def run_tasks(client, fn: Callable, shared, items: Iterable, *, name: str = "sparsify-task"):
@@ -263,18 +291,19 @@ def _chunk_sensitivity(shared, item):
     """One task: the in-memory sensitivity step on one chunk of S (``item = (start, X, keep)``)."""
     from .sensitivity import sensitivity_and_head
 
-    network, chunk_size, tiles = shared
+    network, chunk_size, tiles, patch_reduction = shared
     start, X, keep = item
-    X = np.asarray(X)
+    X = np.array(X, copy=True)  # in memory of its own (see settled)
     try:
-        return sensitivity_and_head(network, X, keep, chunk_size=chunk_size, tiles=tiles)
+        return sensitivity_and_head(network, X, keep, patch_reduction=patch_reduction, chunk_size=chunk_size,
+                                    tiles=tiles)
     except ValueError as exc:  # name the rows of S, not of the chunk
         raise ValueError(f"X_S rows {start}:{start + X.shape[0]}: {exc}") from None
 
 
 def _chunk_task(shared, X, start, keep, plan):
     with limited_threads(plan):
-        return _chunk_sensitivity(shared, (start, X, keep))
+        return _chunk_sensitivity(settled(shared, cache=True), (start, X, keep))
 
 
 def _as_dask_array(network, X_S, chunk_size: int):
@@ -284,17 +313,21 @@ def _as_dask_array(network, X_S, chunk_size: int):
         if not (isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__")):
             raise TypeError(f"X_S: with dask= give a dask array or a NumPy array (a memory map included), "
                             f"got {type(X_S).__name__}.")
-        X_S = da.from_array(np.asarray(X_S), chunks=(BLOCKS_PER_TASK * chunk_size, -1))
+        X_S = np.asarray(X_S)
+        X_S = da.from_array(X_S, chunks=(BLOCKS_PER_TASK * chunk_size,) + (-1,) * (X_S.ndim - 1))
     if not isinstance(X_S, da.Array):
         raise TypeError(f"X_S: expected a dask.array.Array, got {type(X_S).__module__}.{type(X_S).__name__}.")
-    if X_S.ndim != 2 or X_S.shape[1] != network.n_in:
-        raise ValueError(f"X_S: expected shape (n_points, {network.n_in}), got {X_S.shape}.")
+    point = tuple(network.input_shape)
+    if X_S.ndim != 1 + len(point) or tuple(X_S.shape[1:]) != point:
+        expected = "(n_points, " + ", ".join(map(str, point)) + ")"
+        raise ValueError(f"X_S: expected shape {expected}, got {X_S.shape}.")
     if any(np.isnan(c) for c in X_S.chunks[0]):
         raise ValueError("X_S: the dask array's chunk lengths are unknown; call X_S.compute_chunk_sizes() first.")
     return X_S
 
 
-def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int, tiles, dask=None):
+def sensitivity_and_head(network, X_S, keep_points: int, *, patch_reduction=None, chunk_size: int, tiles,
+                         dask=None):
     """:func:`sparsify.sensitivity.sensitivity_and_head` for a dask array ``X_S``, one task per chunk.
 
     S is rechunked along points to whole multiples of ``chunk_size`` starting at
@@ -314,19 +347,25 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int, til
     and the one NaN the step can make (``0 * inf`` when ``R`` overflows at a zero
     weight) propagates through ``np.maximum`` exactly as through ``max``. A
     maximum is associative and commutative, so the order in which tasks finish
-    does not matter. The report's head (the first ``keep_points`` points) comes
-    from the first tasks, in order.
+    does not matter. (A convolution's ``"mean"`` over patches finishes with
+    ``min(|W| R / P, 1) + 0``, monotone as well.) The first task holds at least
+    the first ``keep_points`` points, so the report's head is its head.
 
     ``dask``: see the module docstring; None uses the current client if there is
     one, else computes the chunks one after the other in this process.
     """
+    from ._sensitivity_conv import PATCH_REDUCTIONS
+    from ._validation import check_choice, check_scalar
     from .network import Network
-    from .sensitivity import _check_chunk_size, _check_tiles
+    from .sensitivity import DEFAULT_CHUNK_SIZE, _check_tiles
 
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_scalar(chunk_size, f"chunk_size (points per block; default {DEFAULT_CHUNK_SIZE})",
+                              kind="int", low=1)
     tiles = _check_tiles(tiles)
+    if patch_reduction is not None:
+        check_choice(patch_reduction, "patch_reduction", PATCH_REDUCTIONS)
     spec = check_dask(dask)
     _require_distributed()
     X = _as_dask_array(network, X_S, chunk_size)
@@ -335,11 +374,12 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int, til
         raise ValueError("X_S: the batch S is empty; sensitivities need at least one input point "
                          "(the authors use about 3 ln(8 eta eta*/delta) points).")
     rows = task_rows(int(X.chunks[0][0]), chunk_size)
-    X = X.rechunk({0: rows, 1: -1})
+    rows = max(rows, -(-keep_points // chunk_size) * chunk_size)  # the head in the first task
+    X = X.rechunk({0: rows, **{d: -1 for d in range(1, X.ndim)}})
     blocks = X.to_delayed().ravel()
     starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(int).tolist()
     keeps = [max(0, min(keep_points - s, c)) for s, c in zip(starts, X.chunks[0])]
-    shared = (network, chunk_size, tiles)
+    shared = (network, chunk_size, tiles, patch_reduction)
 
     s_list, heads = None, {}
     if spec is None and current_client() is None:
@@ -351,14 +391,7 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int, til
         with connect(spec if spec is not None else ("client", current_client())) as client:
             for i, res in _chunks_on(client, blocks, starts, keeps, shared):
                 s_list = _fold(s_list, heads, i, res)
-    head_lists = None
-    if keep_points > 0:
-        head_lists = [[] if h is not None else None for h in heads[0]]
-        for i in sorted(heads):
-            for k, h in enumerate(heads[i]):
-                if h is not None:
-                    head_lists[k].extend(h)
-    return s_list, n, head_lists
+    return s_list, n, (heads[0] if keep_points > 0 else None)
 
 
 def _chunks_on(client, blocks, starts, keeps, shared):
@@ -398,10 +431,10 @@ def _chunks_on(client, blocks, starts, keeps, shared):
 
 
 def _fold(s_list, heads: dict, i: int, res):
-    """Combine one task's ``(s, n, heads)`` into the running maxima; keep its heads by index."""
+    """Combine one task's ``(s, n, heads)`` into the running maxima; keep the first task's heads."""
     s_chunk, _, head = res
-    if head is not None:  # tasks holding points of the head (the others return None)
-        heads[i] = head
+    if i == 0:
+        heads[0] = head
     if s_list is None:
         return [np.array(s, copy=True) for s in s_chunk]
     for acc, s in zip(s_list, s_chunk):

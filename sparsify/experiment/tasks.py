@@ -47,9 +47,10 @@ def _warm_worker(methods) -> None:
 def _unit(shared, dense, unit, done, plan):
     """Run one unit on a worker; returns ``(rows, network)`` (network: the cascade's last step,
     else None), or for a reference ``(network, seconds)``."""
-    from ..distributed import limited_threads
+    from ..distributed import limited_threads, settled
 
-    cfg, dataset, s_size = shared
+    cfg, dataset, s_size = settled(shared, cache=True)
+    dense, unit = settled(dense), settled(unit)  # arrays in memory of their own (see settled)
     run = _Run.detached(cfg, dataset, s_size, done)
     kind, seed = unit[0], unit[1]
     with limited_threads(plan), single_threaded_blas():
