@@ -98,7 +98,7 @@ def bench_sweep(n_workers: int, quick: bool) -> dict:
         t_serial = time.perf_counter() - t0
         t0 = time.perf_counter()
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+                          dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as client:
             t_start = time.perf_counter() - t0
             t1 = time.perf_counter()
             dist = E.run_experiment(cfg, Path(tmp) / "dask", log=io.StringIO(), plots=False, dask=client)
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     res = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), cores=_cores(), workers=args.workers,
                load_start=[round(v, 1) for v in os.getloadavg()])
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+                      dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as client:
         res["sensitivity"] = bench_sensitivity(client, 50_000 if args.quick else 200_000, args.repeats)
     res["sweep"] = bench_sweep(args.workers, args.quick)
     res["load_end"] = [round(v, 1) for v in os.getloadavg()]

@@ -114,8 +114,8 @@ def connect(dask):
         with distributed.Client(value) as client:
             yield client
         return
-    with distributed.LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=value, threads_per_worker=1, processes=True) as cluster, \
+            distributed.Client(cluster) as client:
         yield client
 
 

@@ -24,7 +24,7 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         # not the default client, so that dask=None really means "no cluster"
         with distributed.Client(cluster, set_as_default=False) as c:
             yield c
@@ -93,6 +93,15 @@ def test_prune_with_a_dask_array_equals_in_memory(client):
     ra, rb = a.report.__dict__.copy(), b.report.__dict__.copy()
     ra.pop("seconds"), rb.pop("seconds")
     assert json.dumps(V.json_ready(ra)) == json.dumps(V.json_ready(rb))
+
+
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
+def test_a_local_cluster_is_started_and_closed_for_the_call():
+    net = sp.random_mlp([6, 8, 3], rng=0)
+    X = _signed_data(300, 6, np.float64)
+    got = sp.sensitivity(net, da.from_array(X, chunks=(100, 6)), chunk_size=16, dask="local:1")
+    _bits_equal(got, sp.sensitivity(net, X, chunk_size=16))
+    assert D.current_client() is None  # nothing left behind
 
 
 def test_sensitivity_errors_name_the_rows_of_S(client):
