@@ -15,6 +15,9 @@ random             ``U(0, 1)`` drawn from ``rng``       global top-B (a uniforml
 snip               ``|W_ij * dL/dW_ij|`` on ``(S, y_S)``  global top-B
 wanda              ``|W_ij| * ||A_:j||_2`` on S          every row (output neuron) keeps the same
                                                         fraction, top scores within the row
+undecayed          ``|-W_ij dL/dW_ij + lam W_ij^2|``    global top-B
+                   on ``(S, y_S)``, lam = the training
+                   weight decay
 ================== ==================================== ===========================================
 
 ``A`` is the layer's input on S (``network.trace(X_S)``), ``L`` the mean
@@ -31,7 +34,7 @@ import time
 
 import numpy as np
 
-from ._validation import check_choice, check_keep_budget, check_rng
+from ._validation import check_choice, check_keep_budget, check_rng, check_scalar
 from .allocation import global_top_b
 from .network import Network
 
@@ -42,7 +45,12 @@ METHODS = {
     "random": "global",
     "snip": "global",
     "wanda": "row",
+    "undecayed": "global",
 }
+
+#: weight decay the undecayed score assumes when none is given (the training default of
+#: :func:`sparsify.train.train` and of the experiment).
+DEFAULT_WEIGHT_DECAY = 5e-4
 
 
 # --- scores ------------------------------------------------------------------------
@@ -80,9 +88,36 @@ def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
     ]
 
 
-def scores(network: Network, method: str, X_S=None, y_S=None, rng=None) -> list[np.ndarray]:
+def undecayed_scores(network: Network, X_S, y_S, weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
+    """The undecayed-pruning score ``|-W * dL/dW + weight_decay * W**2|`` on ``(X_S, y_S)``.
+
+    ``L`` is the mean cross-entropy of the data alone (no weight-decay term), its
+    gradient from the training backprop (:func:`sparsify.train.loss_and_gradients`).
+    ``-W * dL/dW`` is the first-order change of the data loss when the weight is
+    set to zero; ``weight_decay * W**2`` is the weight-decay part kept separate.
+    At a stationary point of the decayed objective (``dL/dW = -weight_decay * W``)
+    the score is ``2 * weight_decay * W**2``, a magnitude score; away from it the
+    data gradient counts, as in SNIP (see docs/experiment.md, "Undecayed pruning").
+    """
+    from .train import loss_and_gradients
+
+    if y_S is None:
+        raise ValueError("y_S: the undecayed baseline needs the labels of S (y_S=...) to compute dL/dW.")
+    lam = check_scalar(weight_decay, "weight_decay", low=0.0)
+    _, grads, _ = loss_and_gradients(network, X_S, y_S)
+    out = []
+    for w, g in zip(network.weights, grads):
+        w = w.astype(np.float64)
+        out.append(np.abs(-w * g + lam * w * w))
+    return out
+
+
+def scores(network: Network, method: str, X_S=None, y_S=None, rng=None,
+           weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
     """The score arrays of baseline ``method`` (one per layer, shaped like the weights)."""
     check_choice(method, "method", METHODS)
+    if method == "undecayed":
+        return undecayed_scores(network, X_S, y_S, weight_decay)
     if method in ("magnitude-global", "magnitude-layer"):
         return magnitude_scores(network)
     if method == "random":
@@ -144,15 +179,15 @@ def _row_masks(scores_, eligible, budget: int) -> list[np.ndarray]:
 
 
 def baseline_masks(network: Network, X_S=None, *, keep=None, budget=None, method: str = "magnitude-global",
-                   y_S=None, rng=None) -> list[np.ndarray]:
+                   y_S=None, rng=None, weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
     """Boolean keep-masks of baseline ``method`` at the requested size (see module docs)."""
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
     check_choice(method, "method", METHODS)
-    if method in ("snip", "wanda") and X_S is None:
+    if method in ("snip", "wanda", "undecayed") and X_S is None:
         raise ValueError(f"X_S: the {method} baseline is data-aware; pass the batch S (X_S=...).")
     B = check_keep_budget(keep, budget, network.n_weights)
-    sc = scores(network, method, X_S, y_S, rng)
+    sc = scores(network, method, X_S, y_S, rng, weight_decay)
     eligible = [np.asarray(w) != 0 for w in network.weights]
     rule = METHODS[method]
     if rule == "global":
@@ -163,7 +198,7 @@ def baseline_masks(network: Network, X_S=None, *, keep=None, budget=None, method
 
 
 def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: str = "magnitude-global",
-                   y_S=None, rng=None):
+                   y_S=None, rng=None, weight_decay: float = DEFAULT_WEIGHT_DECAY):
     """Prune ``network`` with a baseline and report it like :func:`sparsify.prune`.
 
     Parameters
@@ -172,9 +207,10 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     X_S : array (n_points, n_in); scored by "snip" and "wanda", and used by
         the report of every method to measure the pre-activation error on S.
     keep, budget : exactly one: fraction of prunable weights to keep, or a count.
-    method : "magnitude-global" | "magnitude-layer" | "random" | "snip" | "wanda".
-    y_S : int labels of S (needed by "snip").
+    method : "magnitude-global" | "magnitude-layer" | "random" | "snip" | "wanda" | "undecayed".
+    y_S : int labels of S (needed by "snip" and "undecayed").
     rng : seed or Generator (used by "random").
+    weight_decay : the training weight decay lambda of the "undecayed" score (ignored by the others).
 
     Returns
     -------
@@ -189,7 +225,8 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
             "pre-activation error on S like sparsify.prune does; use baseline_masks() for masks alone."
         )
     t0 = time.perf_counter()
-    masks = baseline_masks(network, X_S, keep=keep, budget=budget, method=method, y_S=y_S, rng=rng)
+    masks = baseline_masks(network, X_S, keep=keep, budget=budget, method=method, y_S=y_S, rng=rng,
+                           weight_decay=weight_decay)
     B = check_keep_budget(keep, budget, network.n_weights)
     return result_from_masks(network, X_S, masks, method=method, allocation=METHODS[method], requested=B,
                              seconds=time.perf_counter() - t0)

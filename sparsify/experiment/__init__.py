@@ -9,7 +9,14 @@ method prunes the network to every kept fraction of the geometric grid:
 * ``retrain`` — prune, evaluate (``accuracy_after_prune``), fine-tune with the
   mask fixed for ``retrain_epochs`` and evaluate again (``test_accuracy``);
 * ``iterative`` — a prune–retrain cascade down the grid (largest keep first):
-  each step prunes the previous step's retrained network.
+  each step prunes the previous step's retrained network;
+* ``during`` — prune while training from the initialisation, every
+  ``prune_every`` epochs, reaching the kept fraction at the last event.
+
+``analyses = ["recall", "stability"]`` adds recall distortion
+(:mod:`~sparsify.experiment.analyses`) and generalization–stability
+(:mod:`~sparsify.experiment.stability`) tables and plots; ``sparsify report``
+re-renders a finished run (:func:`render_report`).
 
 ``drop_after_prune`` is the accuracy of the network that was pruned (the dense
 network, or the previous step of the cascade) minus the accuracy right after
@@ -39,16 +46,36 @@ prune ratios), :mod:`~sparsify.experiment.plots`,
 """
 from __future__ import annotations
 
-from .config import BASELINE_METHODS, METHODS, MODES, SIPP_METHODS, ExperimentConfig, load_config
+from .config import (ANALYSES, BASELINE_METHODS, DEFAULT_METHODS, METHODS, MODES, SIPP_METHODS, ExperimentConfig,
+                     load_config, parse_imbalance)
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
 from .results import CSV_COLUMNS, append_row, cell_key, read_results_csv, write_results_csv
 from .run import ExperimentResult, finish, prune_with, reprune, run_experiment
+from .analyses import format_recall, intensification_slope, recall_table, relative_recall, t_interval
+from .during import imbalance_dataset
+from .rerender import render_report
+from .stability import bootstrap_spearman, format_stability, instability, spearman, stability_table
 from .summary import (TOLERANCES, accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers,
                       format_summary)
 
 __all__ = [
+    "ANALYSES",
     "BASELINE_METHODS",
+    "DEFAULT_METHODS",
+    "bootstrap_spearman",
+    "format_recall",
+    "format_stability",
+    "imbalance_dataset",
+    "instability",
+    "intensification_slope",
+    "parse_imbalance",
+    "recall_table",
+    "relative_recall",
+    "render_report",
+    "spearman",
+    "stability_table",
+    "t_interval",
     "CSV_COLUMNS",
     "ExperimentConfig",
     "ExperimentResult",
