@@ -50,7 +50,7 @@ from .config import (ANALYSES, BASELINE_METHODS, DEFAULT_METHODS, METHODS, MODES
                      load_config, parse_imbalance)
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
-from .results import CSV_COLUMNS, append_row, cell_key, read_results_csv, write_results_csv
+from .results import CSV_COLUMNS, LEGACY_COLUMNS, append_row, cell_key, read_results_csv, write_results_csv
 from .run import ExperimentResult, finish, prune_with, reprune, run_experiment
 from .analyses import format_recall, intensification_slope, recall_table, relative_recall, t_interval
 from .during import imbalance_dataset
@@ -77,6 +77,7 @@ __all__ = [
     "stability_table",
     "t_interval",
     "CSV_COLUMNS",
+    "LEGACY_COLUMNS",
     "ExperimentConfig",
     "ExperimentResult",
     "METHODS",
