@@ -37,6 +37,11 @@ def test_intensification_slope_of_hand_made_confusion_matrices():
     assert E.intensification_slope([0.6, 1.0], 0.8, [0.3, 0.5], 0.4) == pytest.approx(0.0)
     # no spread before: undefined
     assert math.isnan(E.intensification_slope([0.9, 0.9], 0.9, [0.5, 1.0], 0.75))
+    # intensified fraction: both classes moved away from 1 on their own side; both evened out; no change
+    assert E.intensified_fraction(rb, ab, ra, aa) == 1.0
+    assert E.intensified_fraction(rb, ab, recall_from_confusion(even), accuracy_from_confusion(even)) == 0.0
+    assert E.intensified_fraction([0.6, 1.0], 0.8, [0.3, 0.5], 0.4) == 0.5
+    assert math.isnan(E.intensified_fraction([0.9, 0.9], 0.9, [0.5, 1.0], 0.75))
 
 
 def test_three_classes_and_an_absent_class():
@@ -44,6 +49,8 @@ def test_three_classes_and_an_absent_class():
     rb = np.array([0.3, 0.6, 0.9, np.nan])
     ra = np.array([0.15, 0.6, 1.05, np.nan])
     assert E.intensification_slope(rb, 0.6, ra, 0.6) == pytest.approx(0.5)
+    # the middle class sits at 1 and does not count; the two others intensified
+    assert E.intensified_fraction(rb, 0.6, ra, 0.6) == 1.0
 
 
 def test_instability_of_hand_made_confusion_matrices():

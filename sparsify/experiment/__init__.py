@@ -52,7 +52,7 @@ from .folder import load_cached_network, prepare_out
 from .plots import plot_results
 from .results import CSV_COLUMNS, LEGACY_COLUMNS, append_row, cell_key, read_results_csv, write_results_csv
 from .run import ExperimentResult, finish, prune_with, reprune, run_experiment
-from .analyses import format_recall, intensification_slope, recall_table, relative_recall, t_interval
+from .analyses import format_recall, intensification_slope, intensified_fraction, recall_table, relative_recall, t_interval
 from .during import imbalance_dataset
 from .rerender import render_report
 from .stability import bootstrap_spearman, format_stability, instability, spearman, stability_table
@@ -69,6 +69,7 @@ __all__ = [
     "imbalance_dataset",
     "instability",
     "intensification_slope",
+    "intensified_fraction",
     "parse_imbalance",
     "recall_table",
     "relative_recall",

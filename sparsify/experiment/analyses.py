@@ -15,6 +15,14 @@ it relatively better (intensification); ``alpha < 0``: de-intensification;
 network of the same seed, "after" the row's final network. NaN when every class
 had the same relative recall before (no spread to intensify) or an accuracy is 0.
 
+The slope divides by the dense network's spread, which is small when the dense
+network is good at every class; then it is dominated by a few classes. The
+**intensified fraction** (also ours) is bounded and robust to that: the share of
+classes with ``d_c != 0`` whose relative recall moved away from 1 on their own
+side (``d_c Δ_c > 0``), a class whose relative recall did not change counting
+one half. 0.5 means no systematic direction, 1 every class intensified, 0 every
+class evened out.
+
 Everything here is a function of finished rows (as
 :func:`~sparsify.experiment.read_results_csv` returns them), so ``sparsify
 report`` re-renders the tables from ``results.csv`` alone.
@@ -31,6 +39,7 @@ __all__ = [
     "accuracy_from_confusion",
     "format_recall",
     "intensification_slope",
+    "intensified_fraction",
     "recall_from_confusion",
     "recall_points",
     "recall_table",
@@ -82,6 +91,19 @@ def intensification_slope(recall_before, accuracy_before: float, recall_after, a
     return float(d @ change / denom)
 
 
+def intensified_fraction(recall_before, accuracy_before: float, recall_after, accuracy_after: float) -> float:
+    """The intensified fraction of the module's docstring (NaN when no class deviated from 1 before)."""
+    before = relative_recall(recall_before, accuracy_before)
+    after = relative_recall(recall_after, accuracy_after)
+    if before.shape != after.shape:
+        raise ValueError(f"recall_after: expected {before.size} classes like recall_before, got {after.size}.")
+    ok = np.isfinite(before) & np.isfinite(after) & (np.abs(before - 1.0) > 1e-12)
+    if not ok.any():
+        return float("nan")
+    side = np.sign(before[ok] - 1.0) * np.sign(after[ok] - before[ok])
+    return float(np.mean((side + 1.0) / 2.0))
+
+
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
     """``(mean, low, high, n)``: Student-t confidence interval of the mean of the finite ``values``.
 
@@ -124,8 +146,10 @@ def recall_points(rows) -> list[dict]:
             continue
         alpha = intensification_slope(ref["per_class_recall"], ref["test_accuracy"], r["per_class_recall"],
                                       r["test_accuracy"])
+        fraction = intensified_fraction(ref["per_class_recall"], ref["test_accuracy"], r["per_class_recall"],
+                                        r["test_accuracy"])
         out.append(dict(mode=r["mode"], method=r["method"], keep=float(r["keep"]), seed=int(r["seed"]),
-                        alpha=alpha,
+                        alpha=alpha, fraction=fraction,
                         before=relative_recall(ref["per_class_recall"], ref["test_accuracy"]),
                         after=relative_recall(r["per_class_recall"], r["test_accuracy"])))
     return out
@@ -135,11 +159,14 @@ def _method_order(name: str) -> int:
     return METHODS.index(name) if name in METHODS else len(METHODS)
 
 
-def recall_table(rows, level: float = 0.95) -> dict:
-    """``{(mode, method, keep): (mean, low, high, n)}`` of ``alpha`` over seeds (t-interval)."""
+def recall_table(rows, level: float = 0.95, measure: str = "alpha") -> dict:
+    """``{(mode, method, keep): (mean, low, high, n)}`` of ``measure`` (``"alpha"``, the slope, or
+    ``"fraction"``, the intensified fraction) over seeds (t-interval)."""
+    if measure not in ("alpha", "fraction"):
+        raise ValueError(f"measure: must be 'alpha' or 'fraction', got {measure!r}.")
     groups: dict = {}
     for p in recall_points(rows):
-        groups.setdefault((p["mode"], p["method"], p["keep"]), []).append(p["alpha"])
+        groups.setdefault((p["mode"], p["method"], p["keep"]), []).append(p[measure])
     return {k: t_interval(v, level) for k, v in groups.items()}
 
 
@@ -158,30 +185,43 @@ def _table(head, body) -> list[str]:
 
 
 def format_recall(rows, level: float = 0.95) -> str:
-    """Tables of the intensification slope per mode: mean [t-interval] over seeds, per method and keep."""
-    table = recall_table(rows, level)
-    if not table:
+    """Tables of the intensification slope and the intensified fraction per mode: mean [t-interval] over
+    seeds, per method and keep."""
+    if not recall_table(rows, level):
         return ("recall distortion: no pruned row with per-class recall and a dense row of the same seed; "
                 "nothing to compare.")
+    titles = {"alpha": "intensification slope alpha of relative recall (recall/accuracy), pruned vs dense; "
+                       "> 0 intensifies, < 0 evens out",
+              "fraction": "intensified fraction of classes (relative recall moved away from 1 on its own "
+                          "side); 0.5 = no direction, > 0.5 intensifies"}
     blocks = []
-    for mode in [m for m in RECALL_MODES if any(k[0] == m for k in table)]:
-        keys = [k for k in table if k[0] == mode]
-        methods = sorted({k[1] for k in keys}, key=_method_order)
-        keeps = sorted({k[2] for k in keys}, reverse=True)
-        head = ["method"] + [f"keep {k:.3g}" for k in keeps]
-        body = []
-        for method in methods:
-            cells = []
-            for k in keeps:
-                v = table.get((mode, method, k))
-                if v is None:
-                    cells.append("-")
-                elif v[3] < 2:
-                    cells.append(f"{_num(v[0])} (n={v[3]})")
-                else:
-                    cells.append(f"{_num(v[0])} [{_num(v[1])}, {_num(v[2])}]")
-            body.append([method] + cells)
-        lines = [f"mode {mode}: intensification slope alpha of relative recall (recall/accuracy), pruned vs "
-                 f"dense; mean [{100 * level:g}% t-interval] over seeds; > 0 intensifies, < 0 evens out"]
-        blocks.append("\n".join(lines + _table(head, body)))
+    for mode in RECALL_MODES:
+        for measure in ("alpha", "fraction"):
+            block = _recall_block(rows, mode, measure, titles[measure], level)
+            if block:
+                blocks.append(block)
     return "\n\n".join(blocks)
+
+
+def _recall_block(rows, mode, measure, title, level) -> str:
+    table = {k: v for k, v in recall_table(rows, level, measure).items() if k[0] == mode}
+    if not table:
+        return ""
+    fmt = _num if measure == "alpha" else (lambda x: "-" if not math.isfinite(x) else f"{x:.2f}")
+    methods = sorted({k[1] for k in table}, key=_method_order)
+    keeps = sorted({k[2] for k in table}, reverse=True)
+    head = ["method"] + [f"keep {k:.3g}" for k in keeps]
+    body = []
+    for method in methods:
+        cells = []
+        for k in keeps:
+            v = table.get((mode, method, k))
+            if v is None:
+                cells.append("-")
+            elif v[3] < 2:
+                cells.append(f"{fmt(v[0])} (n={v[3]})")
+            else:
+                cells.append(f"{fmt(v[0])} [{fmt(v[1])}, {fmt(v[2])}]")
+        body.append([method] + cells)
+    lines = [f"mode {mode}: {title}; mean [{100 * level:g}% t-interval] over seeds"]
+    return "\n".join(lines + _table(head, body))
