@@ -10,7 +10,15 @@ from ._config import SUPPORTED_DTYPES
 
 
 def check_rng(rng) -> np.random.Generator:
-    """Normalise ``rng`` (None, an int seed or a Generator) to a Generator."""
+    """Normalise ``rng`` (None, an int seed or a Generator) to a Generator.
+
+    Booleans are refused: ``rng=True`` reads as "random, please" but would be the seed 1.
+    """
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(
+            f"rng: booleans are not seeds, got {rng!r}. Pass None for fresh randomness, an int seed "
+            "(e.g. rng=0) or a numpy.random.Generator."
+        )
     if rng is None or isinstance(rng, (numbers.Integral, np.integer)):
         if rng is not None and int(rng) < 0:
             raise ValueError(f"rng: a seed must be a non-negative integer, got {rng}.")
@@ -71,23 +79,11 @@ def check_keep_budget(keep, budget, total: int) -> int:
             f"or budget= (number of weights to keep); got keep={keep!r}, budget={budget!r}."
         )
     if keep is not None:
-        if isinstance(keep, bool) or not isinstance(keep, (numbers.Real, np.floating, np.integer)):
-            raise TypeError(f"keep: expected a number in (0, 1], got {type(keep).__name__}.")
-        keep = float(keep)
-        if not (0.0 < keep <= 1.0) or not np.isfinite(keep):
-            raise ValueError(
-                f"keep: must be in (0, 1] (the fraction of prunable weights kept), got {keep}. "
-                "For 90% pruning pass keep=0.1."
-            )
+        keep = check_scalar(keep, "keep (the fraction of prunable weights kept; for 90% pruning pass keep=0.1)",
+                            low=0.0, low_open=True, high=1.0)
         return max(1, min(total, int(round(keep * total))))
-    if isinstance(budget, bool) or not isinstance(budget, (numbers.Integral, np.integer)):
-        raise TypeError(f"budget: expected an integer count of weights, got {type(budget).__name__}.")
-    budget = int(budget)
-    if budget < 1 or budget > total:
-        raise ValueError(
-            f"budget: must be between 1 and the number of prunable weights ({total}), got {budget}."
-        )
-    return budget
+    return check_scalar(budget, f"budget (a count of weights, at most the {total} prunable ones)", kind="int",
+                        low=1, high=total)
 
 
 def check_positive(value, name: str, *, upper: float | None = None, inclusive_upper: bool = False) -> float:

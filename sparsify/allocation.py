@@ -24,7 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from ._config import njit, prange
-from .bounds import alpha, m_for_eps
+from .bounds import alpha, eps_det_of_mass
+
+__all__ = ["ALLOCATIONS", "DEFAULT_ALLOCATION", "balanced_targets", "det_bound", "global_top_b", "side_stats",
+           "side_sums", "stationary_eps"]
 
 ALLOCATIONS = ("global", "balanced")
 #: the authors' default rule for each method
@@ -80,7 +83,7 @@ def det_bound(W: np.ndarray, s: np.ndarray, kept: np.ndarray, mass: np.ndarray, 
     ``kept`` is the boolean mask of kept weights; ``mass`` comes from :func:`side_stats`.
     """
     kept_mass = side_sums(W, np.where(kept, s, 0))
-    return C * np.maximum(mass - kept_mass, 0.0)
+    return eps_det_of_mass(mass - kept_mass, C)
 
 
 # --- rule "global": top-B -------------------------------------------------------
@@ -101,26 +104,34 @@ def global_top_b(scores, budget: int, eligible=None, demoted=None) -> list[np.nd
     Ties go to the lower (layer, flat index), so the result is deterministic.
     """
     flat = np.concatenate([np.asarray(sc, dtype=np.float64).ravel() for sc in scores])
+    if np.isnan(flat).any():
+        raise ValueError("scores: contain NaN; every entry needs a comparable score.")
     ok = np.ones(flat.size, bool) if eligible is None else np.concatenate([np.ravel(e) for e in eligible])
-    # rank key: eligible non-demoted entries by score, then demoted ones, then the rest
-    span = (flat.max() - flat.min() + 1.0) if flat.size else 1.0
-    key = flat.copy()
-    if demoted is not None:
-        key[np.concatenate([np.ravel(d) for d in demoted])] -= 2 * span
-    key[~ok] = -np.inf
+    late = np.zeros(flat.size, bool) if demoted is None else np.concatenate([np.ravel(d) for d in demoted])
     budget = int(min(max(budget, 0), np.count_nonzero(ok)))
     keep = np.zeros(flat.size, bool)
-    if budget > 0:
-        kth = np.partition(key, flat.size - budget)[flat.size - budget]  # budget-th largest key
-        keep = key > kth
-        ties = np.flatnonzero(key == kth)[: budget - np.count_nonzero(keep)]  # lowest indices first
-        keep[ties] = True
+    # rank: eligible non-demoted entries by score, then eligible demoted ones by score
+    for tier in (ok & ~late, ok & late):
+        cand = np.flatnonzero(tier)
+        take = min(budget - int(np.count_nonzero(keep)), cand.size)
+        if take > 0:
+            keep[cand[_top_k(flat[cand], take)]] = True
     out, start = [], 0
     for sc in scores:
         n = np.size(sc)
         out.append(keep[start:start + n].reshape(np.shape(sc)))
         start += n
     return out
+
+
+def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest ``values`` (0 < k <= size), ties to the lower position."""
+    n = values.size
+    kth = np.partition(values, n - k)[n - k]  # the k-th largest value
+    keep = values > kth
+    ties = np.flatnonzero(values == kth)[: k - np.count_nonzero(keep)]  # lowest positions first
+    keep[ties] = True
+    return np.flatnonzero(keep)
 
 
 # --- rule "balanced": the convex program ------------------------------------------
@@ -179,7 +190,7 @@ def _balanced_m_fast(lam, a, d, cap, out):
 
 
 def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, budget: int,
-                     C: float, delta: float, *, return_lambda: bool = False):
+                     C: float, delta: float, *, return_lambda: bool = False, alpha_side=None):
     """Integer per-side targets of the balanced program (flat arrays over all sides).
 
     Parameters
@@ -190,6 +201,9 @@ def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, bud
         ``1/eta_l`` of the side's layer (its weight in the objective).
     budget : int
         Total number of kept weights ``B``.
+    alpha_side : array, shape (n_sides,), optional
+        ``alpha`` of each side's layer (with its patches P and kernel elements k,
+        docs/theory.md S15); default ``alpha(C, delta)`` (P = k = 1) for every side.
 
     Returns integer ``m`` with ``sum(m) == min(B, sum(nnz))`` and ``0 <= m <= nnz``.
     Live sides are solved by bisection on ``log lambda``; the continuous optimum is
@@ -199,7 +213,7 @@ def balanced_targets(mass: np.ndarray, nnz: np.ndarray, inv_eta: np.ndarray, bud
     """
     mass = np.asarray(mass, dtype=np.float64)
     nnz = np.asarray(nnz, dtype=np.int64)
-    a = alpha(C, delta) * mass
+    a = (alpha(C, delta) if alpha_side is None else np.asarray(alpha_side, dtype=np.float64)) * mass
     live = (a > 0) & (nnz > 0)
     cap = np.where(live, nnz, 0).astype(np.float64)
     budget = int(min(budget, nnz.sum()))

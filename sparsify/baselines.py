@@ -21,7 +21,10 @@ undecayed          ``|-W_ij dL/dW_ij + lam W_ij^2|``    global top-B
 ================== ==================================== ===========================================
 
 ``A`` is the layer's input on S (``network.trace(X_S)``), ``L`` the mean
-cross-entropy (:mod:`sparsify.train`). Ties go to the lower (layer, flat
+cross-entropy (:mod:`sparsify.train`). S may be one array, a list of 2-D
+batches or a generator of them, as for :func:`sparsify.prune`; batches are
+read once, one at a time (for "snip", ``y_S`` is then the matching sequence
+of label batches). Ties go to the lower (layer, flat
 index). Only nonzero weights are eligible, so pruning an already pruned
 network (the iterative cascade) never revives a weight. Kept weights keep
 their values (no reweighting). :func:`prune_baseline` hits the requested
@@ -34,9 +37,14 @@ import time
 
 import numpy as np
 
-from ._validation import check_choice, check_keep_budget, check_rng, check_scalar
+from ._selection import select_layers
+from ._validation import check_choice, check_rng, check_scalar
 from .allocation import global_top_b
 from .network import Network
+from .sensitivity import is_one_array
+
+__all__ = ["METHODS", "baseline_masks", "magnitude_scores", "prune_baseline", "random_scores", "scores",
+           "snip_scores", "split_budget", "undecayed_scores", "wanda_scores"]
 
 #: baseline name -> (score function key, allocation rule named in the report).
 METHODS = {
@@ -69,47 +77,140 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
     """SNIP's connection sensitivity ``|W * dL/dW|`` on the labelled batch ``(X_S, y_S)``.
 
     ``L`` is the mean cross-entropy; the gradient comes from the same backprop
-    that training uses (:func:`sparsify.train.loss_and_gradients`).
+    that training uses (:func:`sparsify.train.loss_and_gradients`). With S as
+    batches, ``y_S`` holds the matching label batches and the gradient is the
+    point-weighted mean of the batch gradients.
     """
     from .train import loss_and_gradients
 
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
-    _, grads, _ = loss_and_gradients(network, X_S, y_S)
-    return [np.abs(w.astype(np.float64) * g) for w, g in zip(network.weights, grads)]
+    if is_one_array(X_S):
+        _, grads, _ = loss_and_gradients(network, X_S, y_S)
+        return [np.abs(w.astype(np.float64) * g) for w, g in zip(network.weights, grads)]
+    add, finish = _snip_accumulator(network, y_S)
+    for k, X in enumerate(X_S):
+        add(k, network.check_input(X, f"X_S batch {k}"))
+    return finish()
+
+
+def _snip_accumulator(network, y_S):
+    """``(add(k, X), finish())``: sum ``n_b * grad_b`` batch by batch, then SNIP's scores."""
+    from .train import loss_and_gradients
+
+    if y_S is None:
+        raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
+    if isinstance(y_S, np.ndarray) and y_S.ndim == 1:
+        raise ValueError("y_S: with S given as batches, give the labels as the matching batches "
+                         "(a list or generator of label arrays, one per batch of X_S).")
+    labels = iter(y_S)
+    state = {"grads": None, "n": 0}
+
+    def add(k, X):
+        y = next(labels, None)
+        if y is None:
+            raise ValueError(f"y_S: has fewer label batches than X_S has batches (none for batch {k}).")
+        if X.shape[0] == 0:
+            return
+        _, g, _ = loss_and_gradients(network, X, y)
+        n_b = X.shape[0]
+        old = state["grads"]
+        state["grads"] = [gi * n_b for gi in g] if old is None else [a + gi * n_b for a, gi in zip(old, g)]
+        state["n"] += n_b
+
+    def finish():
+        if state["grads"] is None:
+            raise ValueError("X_S: the batch S is empty; snip needs at least one labelled point.")
+        return [np.abs(w.astype(np.float64) * (g / state["n"])) for w, g in zip(network.weights, state["grads"])]
+
+    return add, finish
 
 
 def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
-    """``|W_ij| * ||A_:j||_2``: weight magnitude times the norm of its input over S."""
-    inputs = network.trace(X_S)
-    return [
-        np.abs(w).astype(np.float64) * np.linalg.norm(a.astype(np.float64), axis=0)[None, :]
-        for w, a in zip(network.weights, inputs)
-    ]
+    """``|W_ij| * ||A_:j||_2``: weight magnitude times the norm of its input over S.
+
+    S given as batches is read once, one batch at a time (the squared norms are
+    summed over batches, so memory does not grow with |S|).
+    """
+    if is_one_array(X_S):
+        norms = [np.linalg.norm(a.astype(np.float64), axis=0) for a in network.trace(X_S)]
+        return [np.abs(w).astype(np.float64) * nrm[None, :] for w, nrm in zip(network.weights, norms)]
+    add, finish = _wanda_accumulator(network)
+    for k, X in enumerate(X_S):
+        add(k, network.check_input(X, f"X_S batch {k}"))
+    return finish()
+
+
+def _wanda_accumulator(network):
+    """``(add(k, X), finish())``: squared input norms summed batch by batch, then wanda's scores."""
+    squares = [np.zeros(w.shape[1]) for w in network.weights]
+
+    def add(k, X):
+        for sq, a in zip(squares, network.trace(X)):
+            sq += np.einsum("ij,ij->j", a, a, dtype=np.float64)
+
+    def finish():
+        return [np.abs(w).astype(np.float64) * np.sqrt(sq)[None, :] for w, sq in zip(network.weights, squares)]
+
+    return add, finish
 
 
 def undecayed_scores(network: Network, X_S, y_S, weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
     """The undecayed-pruning score ``|-W * dL/dW + weight_decay * W**2|`` on ``(X_S, y_S)``.
 
     ``L`` is the mean cross-entropy of the data alone (no weight-decay term), its
-    gradient from the training backprop (:func:`sparsify.train.loss_and_gradients`).
+    gradient from the training backprop (:func:`sparsify.train.loss_and_gradients`;
+    with S as batches, the point-weighted mean of the batch gradients, as for SNIP).
     ``-W * dL/dW`` is the first-order change of the data loss when the weight is
     set to zero; ``weight_decay * W**2`` is the weight-decay part kept separate.
     At a stationary point of the decayed objective (``dL/dW = -weight_decay * W``)
     the score is ``2 * weight_decay * W**2``, a magnitude score; away from it the
     data gradient counts, as in SNIP (see docs/experiment.md, "Undecayed pruning").
     """
+    add, finish = _undecayed_accumulator(network, y_S, weight_decay, one_array=is_one_array(X_S))
+    if is_one_array(X_S):
+        add(0, X_S)
+    else:
+        for k, X in enumerate(X_S):
+            add(k, network.check_input(X, f"X_S batch {k}"))
+    return finish()
+
+
+def _undecayed_accumulator(network, y_S, weight_decay, one_array: bool = False):
+    """``(add(k, X), finish())``: the mean data-loss gradient batch by batch, then the undecayed scores."""
     from .train import loss_and_gradients
 
     if y_S is None:
         raise ValueError("y_S: the undecayed baseline needs the labels of S (y_S=...) to compute dL/dW.")
     lam = check_scalar(weight_decay, "weight_decay", low=0.0)
-    _, grads, _ = loss_and_gradients(network, X_S, y_S)
-    out = []
-    for w, g in zip(network.weights, grads):
-        w = w.astype(np.float64)
-        out.append(np.abs(-w * g + lam * w * w))
-    return out
+    if not one_array and isinstance(y_S, np.ndarray) and y_S.ndim == 1:
+        raise ValueError("y_S: with S given as batches, give the labels as the matching batches "
+                         "(a list or generator of label arrays, one per batch of X_S).")
+    labels = iter([y_S]) if one_array else iter(y_S)
+    state = {"grads": None, "n": 0}
+
+    def add(k, X):
+        y = next(labels, None)
+        if y is None:
+            raise ValueError(f"y_S: has fewer label batches than X_S has batches (none for batch {k}).")
+        if np.shape(X)[0] == 0 and not one_array:
+            return
+        _, g, _ = loss_and_gradients(network, X, y)
+        n_b = np.shape(X)[0]
+        old = state["grads"]
+        state["grads"] = [gi * n_b for gi in g] if old is None else [a + gi * n_b for a, gi in zip(old, g)]
+        state["n"] += n_b
+
+    def finish():
+        if state["grads"] is None or state["n"] == 0:
+            raise ValueError("X_S: the batch S is empty; undecayed needs at least one labelled point.")
+        out = []
+        for w, g in zip(network.weights, state["grads"]):
+            w = w.astype(np.float64)
+            out.append(np.abs(-w * (g / state["n"]) + lam * w * w))
+        return out
+
+    return add, finish
 
 
 def scores(network: Network, method: str, X_S=None, y_S=None, rng=None,
@@ -178,38 +279,64 @@ def _row_masks(scores_, eligible, budget: int) -> list[np.ndarray]:
     return masks
 
 
-def baseline_masks(network: Network, X_S=None, *, keep=None, budget=None, method: str = "magnitude-global",
-                   y_S=None, rng=None, weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
-    """Boolean keep-masks of baseline ``method`` at the requested size (see module docs)."""
+def _group_masks(sc, network: Network, method: str, sel) -> list[np.ndarray]:
+    """Masks of baseline ``method`` for scores ``sc``: each group of ``sel`` gets its budget
+    under the method's rule; layers outside every group keep all their (nonzero) weights."""
+    eligible = [np.asarray(w) != 0 for w in network.weights]
+    masks = list(eligible)
+    rule = METHODS[method]
+    for group, B in sel.groups:
+        g_sc, g_ok = [sc[k] for k in group], [eligible[k] for k in group]
+        if rule == "global":
+            got = global_top_b(g_sc, B, g_ok)
+        elif rule == "layer":
+            got = _layer_masks(g_sc, g_ok, B)
+        else:
+            got = _row_masks(g_sc, g_ok, B)
+        for k, mk in zip(group, got):
+            masks[k] = mk
+    return masks
+
+
+def _check_call(network, method, X_S):
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
     check_choice(method, "method", METHODS)
     if method in ("snip", "wanda", "undecayed") and X_S is None:
         raise ValueError(f"X_S: the {method} baseline is data-aware; pass the batch S (X_S=...).")
-    B = check_keep_budget(keep, budget, network.n_weights)
-    sc = scores(network, method, X_S, y_S, rng, weight_decay)
-    eligible = [np.asarray(w) != 0 for w in network.weights]
-    rule = METHODS[method]
-    if rule == "global":
-        return global_top_b(sc, B, eligible)
-    if rule == "layer":
-        return _layer_masks(sc, eligible, B)
-    return _row_masks(sc, eligible, B)
+
+
+def baseline_masks(network: Network, X_S=None, *, keep=None, budget=None, method: str = "magnitude-global",
+                   y_S=None, rng=None, layers=None, exclude=None,
+                   weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
+    """Boolean keep-masks of baseline ``method`` at the requested size (see module docs).
+
+    ``keep`` (one fraction, one per layer, or ``{layer: fraction}``), ``budget``,
+    ``layers`` and ``exclude`` work as in :func:`sparsify.prune`: a layer left
+    dense keeps every nonzero weight; with per-layer fractions each layer gets
+    its own budget under the method's rule.
+    """
+    _check_call(network, method, X_S)
+    sel = select_layers(network, keep, budget, layers, exclude)
+    return _group_masks(scores(network, method, X_S, y_S, rng, weight_decay), network, method, sel)
 
 
 def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: str = "magnitude-global",
-                   y_S=None, rng=None, weight_decay: float = DEFAULT_WEIGHT_DECAY):
+                   y_S=None, rng=None, *, layers=None, exclude=None, weight_decay: float = DEFAULT_WEIGHT_DECAY):
     """Prune ``network`` with a baseline and report it like :func:`sparsify.prune`.
 
     Parameters
     ----------
     network : Network
-    X_S : array (n_points, n_in); scored by "snip" and "wanda", and used by
-        the report of every method to measure the pre-activation error on S.
-    keep, budget : exactly one: fraction of prunable weights to keep, or a count.
+    X_S : array (n_points, n_in), list of such batches, or a generator of them;
+        scored by "snip" and "wanda", and used by the report of every method to
+        measure the pre-activation error on S. A generator is read once.
+    keep, budget : exactly one: fraction(s) of prunable weights to keep (one
+        float, one per layer, or ``{layer: fraction}``), or a count.
     method : "magnitude-global" | "magnitude-layer" | "random" | "snip" | "wanda" | "undecayed".
-    y_S : int labels of S (needed by "snip" and "undecayed").
+    y_S : int labels of S (needed by "snip" and "undecayed"; label batches when S is batches).
     rng : seed or Generator (used by "random").
+    layers, exclude : at most one: layers to prune, or layers left dense.
     weight_decay : the training weight decay lambda of the "undecayed" score (ignored by the others).
 
     Returns
@@ -218,6 +345,8 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     and ``report`` (allocation named "global", "layer" or "row").
     """
     from .prune import result_from_masks
+    from .report import REPORT_POINTS
+    from .sensitivity import sensitivity_and_head
 
     if X_S is None:
         raise ValueError(
@@ -225,8 +354,26 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
             "pre-activation error on S like sparsify.prune does; use baseline_masks() for masks alone."
         )
     t0 = time.perf_counter()
-    masks = baseline_masks(network, X_S, keep=keep, budget=budget, method=method, y_S=y_S, rng=rng,
-                           weight_decay=weight_decay)
-    B = check_keep_budget(keep, budget, network.n_weights)
-    return result_from_masks(network, X_S, masks, method=method, allocation=METHODS[method], requested=B,
-                             seconds=time.perf_counter() - t0)
+    _check_call(network, method, X_S)
+    sel = select_layers(network, keep, budget, layers, exclude)
+    sens = None
+    one_shot = not is_one_array(X_S) and iter(X_S) is X_S
+    if one_shot and method in ("snip", "wanda", "undecayed"):
+        # S can be read only once: score it while the report's sensitivity pass reads it
+        add, finish = (_snip_accumulator(network, y_S) if method == "snip" else _wanda_accumulator(network)
+                       if method == "wanda" else _undecayed_accumulator(network, y_S, weight_decay))
+
+        def tapped():
+            for k, X in enumerate(X_S):
+                X = network.check_input(X, f"X_S batch {k}")
+                add(k, X)
+                yield X
+
+        sens = sensitivity_and_head(network, tapped(), REPORT_POINTS)
+        sc = finish()
+    else:
+        sc = scores(network, method, X_S, y_S, rng, weight_decay)
+    masks = _group_masks(sc, network, method, sel)
+    return result_from_masks(network, X_S, masks, method=method, allocation=METHODS[method],
+                             requested=sel.requested, seconds=time.perf_counter() - t0, excluded=sel.excluded,
+                             layer_keep=sel.layer_keep, sensitivities=sens)

@@ -29,9 +29,31 @@ lives in :mod:`sparsify.verify.propagation`, next to the checks that use it.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
+
+from ._validation import check_scalar
+
+__all__ = [
+    "DEFAULT_C",
+    "DEFAULT_DELTA",
+    "alpha",
+    "det_relative_error",
+    "draws_in_sample",
+    "draws_out_of_sample",
+    "eps_det",
+    "eps_det_in_sample",
+    "eps_det_of_mass",
+    "eps_in_sample",
+    "eps_out_of_sample",
+    "eps_rand",
+    "eps_rand_slope",
+    "hybrid_rule",
+    "hybrid_samples",
+    "m_for_eps",
+    "network_eta",
+    "size_of_S",
+]
 
 #: Defaults used by the authors (DESIGN §2 item 8).
 DEFAULT_C = 3.0
@@ -40,34 +62,6 @@ DEFAULT_DELTA = 1e-16
 
 def _scalar_or_array(out: np.ndarray):
     return out if np.ndim(out) else float(out)
-
-
-def _check_delta(delta, name: str = "delta") -> float:
-    if isinstance(delta, bool) or not isinstance(delta, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a probability in (0, 1), got {type(delta).__name__}.")
-    delta = float(delta)
-    if not (0.0 < delta < 1.0):
-        raise ValueError(f"{name}: must be a failure probability in (0, 1), got {delta}; e.g. {name}=0.05.")
-    return delta
-
-
-def _check_count(value, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}.")
-    if int(value) < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value}.")
-    return int(value)
-
-
-def _check_C(C) -> float:
-    if isinstance(C, bool) or not isinstance(C, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"C: expected a number >= 1, got {type(C).__name__}.")
-    C = float(C)
-    if not (C >= 1.0 and math.isfinite(C)):
-        raise ValueError(
-            f"C: the constant of the assumption g(x) <= C s must be >= 1 (on S itself g <= s), got {C}."
-        )
-    return C
 
 
 # --- §2 item 8: the authors' allocation form ---------------------------------
@@ -178,8 +172,8 @@ def eps_in_sample(N, S, delta: float = DEFAULT_DELTA, n_points: int = 1):
     formula. No assumption on the data. Vectorised over ``N`` and ``S``; a dead
     side (``S == 0``) has bound 0, ``N = 0`` gives ``inf``.
     """
-    delta = _check_delta(delta)
-    n_points = _check_count(n_points, "n_points")
+    delta = check_scalar(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    n_points = check_scalar(n_points, "n_points", kind="int", low=1)
     return _bernstein_eps(N, S, math.log(2.0 * n_points / delta))
 
 
@@ -192,8 +186,8 @@ def draws_in_sample(eps, S, delta: float = DEFAULT_DELTA, n_points: int = 1):
     ``1 - delta``, with no assumption (docs/theory.md, "Sampling on S").
     Returns integers; 0 for a dead side.
     """
-    delta = _check_delta(delta)
-    n_points = _check_count(n_points, "n_points")
+    delta = check_scalar(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    n_points = check_scalar(n_points, "n_points", kind="int", low=1)
     return _bernstein_draws(eps, S, math.log(2.0 * n_points / delta))
 
 
@@ -209,17 +203,17 @@ def eps_out_of_sample(N, S, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, 
     and the in-sample argument goes through unchanged (docs/theory.md,
     "Sampling off S"). Without the assumption nothing is claimed.
     """
-    delta = _check_delta(delta)
-    C = _check_C(C)
-    n_points = _check_count(n_points, "n_points")
+    delta = check_scalar(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    C = check_scalar(C, "C (>= 1: g <= s on S itself)", low=1.0)
+    n_points = check_scalar(n_points, "n_points", kind="int", low=1)
     return _bernstein_eps(N, C * np.asarray(S, dtype=np.float64), math.log(2.0 * n_points / delta))
 
 
 def draws_out_of_sample(eps, S, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, n_points: int = 1):
     """Inverse of :func:`eps_out_of_sample`: ``N = ceil(L (2v + 2b eps/3) / eps^2)``, ``v = C S - 1``, ``b = max(1, C S - 1)``."""
-    delta = _check_delta(delta)
-    C = _check_C(C)
-    n_points = _check_count(n_points, "n_points")
+    delta = check_scalar(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    C = check_scalar(C, "C (>= 1: g <= s on S itself)", low=1.0)
+    n_points = check_scalar(n_points, "n_points", kind="int", low=1)
     return _bernstein_draws(eps, C * np.asarray(S, dtype=np.float64), math.log(2.0 * n_points / delta))
 
 
@@ -238,8 +232,19 @@ def eps_det(s_sorted_desc, m, C: float = DEFAULT_C):
     s = np.asarray(s_sorted_desc, dtype=np.float64)
     tail = np.concatenate([np.cumsum(s[::-1])[::-1], [0.0]])  # tail[m] = sum(s[m:])
     m = np.clip(np.asarray(m, dtype=np.int64), 0, s.size)
-    out = C * tail[m]
+    out = eps_det_of_mass(tail[m], C)
     return out if out.ndim else float(out)
+
+
+def eps_det_of_mass(pruned_mass, C: float = DEFAULT_C):
+    """The deterministic bound from the pruned sensitivity mass: ``eps_det = C * max(pruned_mass, 0)``.
+
+    The one statement of the rule (docs/theory.md S6): :func:`eps_det` passes the
+    suffix sum of one sorted side, :func:`sparsify.allocation.det_bound` the mass
+    of every side minus its kept mass (clamped at 0 against rounding).
+    Vectorised; returns an array (a 0-d one for scalar input).
+    """
+    return C * np.maximum(np.asarray(pruned_mass, dtype=np.float64), 0.0)
 
 
 def eps_det_in_sample(s_sorted_desc, m):
@@ -271,8 +276,18 @@ def hybrid_samples(s_sorted_desc, m, C: float = DEFAULT_C, delta: float = DEFAUL
     Ties keep the deterministic top-m (no reweighting, no randomness).
     """
     s = np.asarray(s_sorted_desc, dtype=np.float64)
-    out = np.asarray(eps_det(s, m, C)) > np.asarray(eps_rand(m, s.sum(), C, delta, P, k))
+    out = hybrid_rule(eps_det(s, m, C), eps_rand(m, s.sum(), C, delta, P, k))
     return out if out.ndim else bool(out)
+
+
+def hybrid_rule(e_det, e_rand):
+    """The hybrid rule itself (docs/theory.md S9): sample a side iff ``e_det > e_rand``.
+
+    ``e_det`` and ``e_rand`` are its two bounds at the same ``m`` (vectorised); a
+    tie keeps the deterministic top-m. :func:`hybrid_samples` and
+    :func:`sparsify.prune` both decide with this function.
+    """
+    return np.asarray(e_det) > np.asarray(e_rand)
 
 
 # --- size of S (DESIGN §2, reference points) ---------------------------------
@@ -288,18 +303,25 @@ def size_of_S(eta, eta_star, delta: float = DEFAULT_DELTA, K: float = 3.0) -> in
     784-300-100-10 network (``eta = 410``, ``eta* = 300``) with ``delta = 1e-16``
     this is 152.
     """
-    eta = _check_count(eta, "eta")
-    eta_star = _check_count(eta_star, "eta_star")
+    eta = check_scalar(eta, "eta", kind="int", low=1)
+    eta_star = check_scalar(eta_star, "eta_star", kind="int", low=1)
     if eta_star > eta:
         raise ValueError(f"eta_star: the widest layer ({eta_star}) cannot have more neurons than all layers together (eta={eta}).")
-    delta = _check_delta(delta)
-    if isinstance(K, bool) or not isinstance(K, (numbers.Real, np.floating, np.integer)) or not float(K) > 0:
-        raise ValueError(f"K: must be a positive number (the authors use 3), got {K!r}.")
-    value = float(K) * math.log(8.0 * eta * eta_star / delta)
+    delta = check_scalar(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    K = check_scalar(K, "K (the authors use 3)", low=0.0, low_open=True)
+    value = K * math.log(8.0 * eta * eta_star / delta)
     return int(math.ceil(value * (1.0 - 4e-16)))
 
 
 def network_eta(network) -> tuple[int, int]:
     """``(eta, eta*)`` of a network: neurons of all layers with weights, and the widest such layer."""
-    widths = [layer.n_out for layer in network.layers if getattr(layer, "prunable", True)]
+    widths = [layer.n_out for layer in network.prunable_layers]  # a convolution's neurons: its output channels
     return int(sum(widths)), int(max(widths))
+
+
+def patch_sizes(network) -> list[tuple[int, int]]:
+    """``(P, k)`` of every prunable layer, the arguments of :func:`alpha` (docs/theory.md S8, S15):
+    ``P`` patches per point and ``k = c_in*kh*kw`` kernel elements for a convolution, ``(1, 1)``
+    for a dense layer."""
+    return [(layer.patches_per_point(shape), layer.n_in) if layer.kind == "conv2d" else (1, 1)
+            for layer, shape in zip(network.prunable_layers, network.prunable_input_shapes)]

@@ -20,6 +20,7 @@ import numpy as np
 from ._config import SUPPORTED_DTYPES
 from ._validation import as_float_array, check_scalar
 from .activations import get_activation
+from .layers import check_layer, propagate_shapes, replace_weight_layers, run_layers, weight_layers
 
 
 def _refuse_masked(x, name: str) -> None:
@@ -103,138 +104,191 @@ class Dense:
             raise ValueError(f"weight: expected shape {self.weight.shape}, got {np.shape(weight)}.")
         return Dense(np.asarray(weight, dtype=self.dtype), self.bias, self.activation)
 
+    @property
+    def weight_matrix(self) -> np.ndarray:
+        """The weight-matrix view: for a dense layer the weight itself."""
+        return self.weight
+
+    def output_shape(self, in_shape) -> tuple[int]:
+        """``(n_out,)`` for inputs of shape ``(n_in,)`` per point (ValueError otherwise)."""
+        if tuple(in_shape) != (self.n_in,):
+            hint = "; put a Flatten layer before it" if len(in_shape) > 1 else ""
+            raise ValueError(f"Dense: weight of shape {self.weight.shape} takes {self.n_in} inputs per point, "
+                             f"got inputs of shape {tuple(in_shape)}{hint}.")
+        return (self.n_out,)
+
+    def astype(self, dtype) -> "Dense":
+        dtype = np.dtype(dtype)
+        return Dense(self.weight.astype(dtype), None if self.bias is None else self.bias.astype(dtype),
+                     self.activation)
+
 
 class Network:
     """An ordered list of layers; ``net(X)`` runs the forward pass.
 
     Parameters
     ----------
-    layers : sequence of Dense
-        Consecutive layers must agree: ``layers[k].n_out == layers[k+1].n_in``;
-        all layers share one dtype (float32 or float64).
+    layers : sequence of layers
+        :class:`Dense`, :class:`~sparsify.Conv2d`, :class:`~sparsify.MaxPool2d`,
+        :class:`~sparsify.AvgPool2d`, :class:`~sparsify.Flatten` or
+        :class:`~sparsify.Residual`. Consecutive layers must agree in shape
+        (for dense layers ``layers[k].n_out == layers[k+1].n_in``); all layers
+        with weights share one dtype (float32 or float64).
+    input_shape : tuple of int, optional
+        The shape of one input point: ``(c, h, w)`` for images (NCHW batches),
+        required when the first layer with weights is a convolution; by default
+        ``(n_in,)`` of the first dense layer.
+
+    The prunable layers are the layers with weights, in order, inside residual
+    blocks included (:attr:`prunable_layers`); every per-layer list of the pruning
+    code (sensitivities, masks, weights, trace) runs over them.
     """
 
-    def __init__(self, layers: Sequence[Dense]):
-        if isinstance(layers, Dense):
-            raise TypeError("layers: expected a sequence of sparsify.Dense layers, got a single Dense; "
+    def __init__(self, layers: Sequence, input_shape=None):
+        if isinstance(layers, Dense) or hasattr(layers, "forward") and not isinstance(layers, (list, tuple)):
+            raise TypeError(f"layers: expected a sequence of layers, got a single {type(layers).__name__}; "
                             "wrap it in a list: Network([layer]).")
         try:
             layers = tuple(layers)
         except TypeError:
             raise TypeError(
-                f"layers: expected a sequence of sparsify.Dense layers, got {type(layers).__name__}; "
+                f"layers: expected a sequence of sparsify layers, got {type(layers).__name__}; "
                 "e.g. Network([Dense(W0, b0, 'relu'), Dense(W1, b1, 'identity')])."
             ) from None
         if not layers:
             raise ValueError("layers: a network needs at least one layer.")
         for k, layer in enumerate(layers):
-            if not isinstance(layer, Dense):
-                raise TypeError(f"layers[{k}]: expected a sparsify.Dense layer, got {type(layer).__name__}.")
-        for k in range(1, len(layers)):
-            if layers[k].n_in != layers[k - 1].n_out:
-                raise ValueError(
-                    f"layers[{k}]: takes {layers[k].n_in} inputs but layers[{k - 1}] produces "
-                    f"{layers[k - 1].n_out} outputs (weight shapes {layers[k - 1].weight.shape} -> "
-                    f"{layers[k].weight.shape}); weights are (n_out, n_in)."
-                )
-        dtypes = {layer.dtype for layer in layers}
+            check_layer(layer, f"layers[{k}]")
+        if all(layer.kind == "dense" for layer in layers):
+            for k in range(1, len(layers)):
+                if layers[k].n_in != layers[k - 1].n_out:
+                    raise ValueError(
+                        f"layers[{k}]: takes {layers[k].n_in} inputs but layers[{k - 1}] produces "
+                        f"{layers[k - 1].n_out} outputs (weight shapes {layers[k - 1].weight.shape} -> "
+                        f"{layers[k].weight.shape}); weights are (n_out, n_in)."
+                    )
+        prunable = weight_layers(layers)
+        if not prunable:
+            raise ValueError("layers: a network needs at least one layer with weights (Dense or Conv2d).")
+        dtypes = {layer.dtype for layer in prunable}
         if len(dtypes) > 1:
             raise TypeError(
                 f"layers: all layers must share one dtype, got {sorted(str(d) for d in dtypes)}; "
                 "cast the weights with .astype(np.float64) or .astype(np.float32)."
             )
+        if input_shape is None:
+            if prunable[0].kind != "dense":
+                raise ValueError(
+                    f"input_shape: the first layer with weights is a {type(prunable[0]).__name__}, so the network "
+                    f"needs the shape of one input point, e.g. input_shape=({prunable[0].c_in}, 28, 28) "
+                    "for (channels, height, width)."
+                )
+            input_shape = (prunable[0].n_in,)
+        if not (isinstance(input_shape, (tuple, list)) and input_shape
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                        for v in input_shape)):
+            raise ValueError(f"input_shape: expected a tuple of positive ints such as (3, 32, 32), "
+                             f"got {input_shape!r}.")
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.output_shape, self.prunable_input_shapes = propagate_shapes(layers, self.input_shape)
         self.layers = layers
+        self.prunable_layers = prunable
 
     # --- shape facts -------------------------------------------------------
     @property
     def n_in(self) -> int:
-        return self.layers[0].n_in
+        """Values per input point (``prod(input_shape)``)."""
+        return int(np.prod(self.input_shape))
 
     @property
     def n_out(self) -> int:
-        return self.layers[-1].n_out
+        return int(np.prod(self.output_shape))
 
     @property
     def dtype(self) -> np.dtype:
-        return self.layers[0].dtype
+        return self.prunable_layers[0].dtype
 
     @property
     def weights(self) -> list[np.ndarray]:
-        return [layer.weight for layer in self.layers]
+        """The weight of each prunable layer (as stored: 4-D for a convolution)."""
+        return [layer.weight for layer in self.prunable_layers]
 
     @property
     def activations(self) -> list[str]:
-        return [layer.activation for layer in self.layers]
+        """The activation name of each prunable layer."""
+        return [layer.activation for layer in self.prunable_layers]
 
     @property
     def n_weights(self) -> int:
         """Number of prunable weights (all entries of all weight matrices)."""
-        return int(sum(layer.weight.size for layer in self.layers if layer.prunable))
+        return int(sum(layer.weight.size for layer in self.prunable_layers))
 
     @property
     def n_biases(self) -> int:
-        return int(sum(layer.bias.size for layer in self.layers if layer.bias is not None))
+        return int(sum(layer.bias.size for layer in self.prunable_layers if layer.bias is not None))
 
     def __len__(self) -> int:
         return len(self.layers)
 
     def __repr__(self) -> str:
-        widths = "-".join([str(self.n_in)] + [str(layer.n_out) for layer in self.layers])
-        acts = ",".join(self.activations)
-        return f"Network({widths}, activations=[{acts}], dtype={self.dtype})"
+        if all(layer.kind == "dense" for layer in self.layers):
+            widths = "-".join([str(self.n_in)] + [str(layer.n_out) for layer in self.layers])
+            acts = ",".join(self.activations)
+            return f"Network({widths}, activations=[{acts}], dtype={self.dtype})"
+        kinds = ",".join(layer.kind for layer in self.layers)
+        return (f"Network(input {self.input_shape} -> output {self.output_shape}, layers=[{kinds}], "
+                f"dtype={self.dtype})")
 
     # --- computing ----------------------------------------------------------
     def check_input(self, X, name: str = "X") -> np.ndarray:
-        """Validate a batch ``X`` of shape (n_points, n_in) in the network's dtype.
+        """Validate a batch ``X`` of shape (n_points, *input_shape) in the network's dtype.
 
         float32 data for a float64 network (and the reverse) is cast, since
         that is lossless or the network's own precision; anything else that is
-        not a finite real 2-D array is refused.
+        not a finite real array of that shape is refused.
         """
         _refuse_masked(X, name)
         X = as_float_array(X, name)
-        if X.ndim != 2:
-            raise ValueError(
-                f"{name}: expected shape (n_points, {self.n_in}), got {X.shape}; "
-                "reshape a single point with x[None, :]."
-            )
-        if X.shape[1] != self.n_in:
-            raise ValueError(
-                f"{name}: has {X.shape[1]} features per point but the network's first layer takes "
-                f"{self.n_in} (shape {X.shape}, expected (n_points, {self.n_in}))."
-            )
+        expected = "(n_points, " + ", ".join(map(str, self.input_shape)) + ")"
+        if X.ndim != 1 + len(self.input_shape):
+            single = "x[None, :]" if len(self.input_shape) == 1 else "x[None]"
+            raise ValueError(f"{name}: expected shape {expected}, got {X.shape}; reshape a single point with {single}.")
+        if X.shape[1:] != self.input_shape:
+            if len(self.input_shape) == 1:
+                raise ValueError(
+                    f"{name}: has {X.shape[1]} features per point but the network's first layer takes "
+                    f"{self.n_in} (shape {X.shape}, expected {expected})."
+                )
+            raise ValueError(f"{name}: expected shape {expected} (NCHW), got {X.shape}.")
         if X.dtype != self.dtype:
             X = X.astype(self.dtype)
         return X
 
     def forward(self, X) -> np.ndarray:
-        """Output of the network for a batch ``X`` (n_points, n_in)."""
-        a = self.check_input(X)
-        for layer in self.layers:
-            a = layer.forward(a)
-        return a
+        """Output of the network for a batch ``X`` (n_points, *input_shape)."""
+        return run_layers(self.layers, self.check_input(X))
 
     __call__ = forward
 
     def trace(self, X) -> list[np.ndarray]:
-        """The input matrix of each layer for batch ``X`` (one entry per layer).
+        """The input of each prunable layer for batch ``X`` (one entry per prunable layer).
 
-        ``trace(X)[k]`` is what ``layers[k].weight`` multiplies; this is the one
-        way the data enters pruning.
+        For a dense layer ``trace(X)[k]`` is what ``weight`` multiplies; for a
+        convolution it is its NCHW input tensor (the patch matrix is
+        ``layer.input_matrix`` of it). This is the one way the data enters pruning.
         """
-        a = self.check_input(X)
         inputs = []
-        for layer in self.layers:
-            inputs.append(layer.input_matrix(a))
-            a = layer.forward(a)
+        run_layers(self.layers, self.check_input(X), record=lambda layer, a: inputs.append(a))
         return inputs
 
     def with_weights(self, weights: Sequence[np.ndarray]) -> "Network":
-        """A new network with the same biases and activations and new weights."""
+        """A new network with the same biases and activations and new weights, one per
+        prunable layer (a convolution's weight may be given as its matrix view)."""
         weights = list(weights)
-        if len(weights) != len(self.layers):
-            raise ValueError(f"weights: expected {len(self.layers)} matrices, got {len(weights)}.")
-        return Network([layer.with_weight(w) for layer, w in zip(self.layers, weights)])
+        if len(weights) != len(self.prunable_layers):
+            raise ValueError(f"weights: expected {len(self.prunable_layers)} matrices, got {len(weights)}.")
+        new = [layer.with_weight(w) for layer, w in zip(self.prunable_layers, weights)]
+        return Network(replace_weight_layers(self.layers, new), self.input_shape)
 
     def astype(self, dtype) -> "Network":
         """A copy in ``dtype``, which must be float32 or float64."""
@@ -248,16 +302,7 @@ class Network:
                 "use net.astype(np.float32) or net.astype(np.float64)."
             )
         dtype = np.dtype(dtype)
-        return Network(
-            [
-                Dense(
-                    layer.weight.astype(dtype),
-                    None if layer.bias is None else layer.bias.astype(dtype),
-                    layer.activation,
-                )
-                for layer in self.layers
-            ]
-        )
+        return Network([layer.astype(dtype) for layer in self.layers], self.input_shape)
 
 
 def from_arrays(arrays: Sequence, activations: Sequence[str]) -> Network:

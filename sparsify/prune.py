@@ -16,20 +16,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _blas
 from . import allocation as alloc
 from ._blas import single_threaded_blas
-from ._config import njit, prange
-from ._validation import check_choice, check_keep_budget, check_positive, check_rng
-from .bounds import DEFAULT_C, DEFAULT_DELTA, _check_C, eps_rand
+from ._config import njit, prange  # noqa: F401
+from ._selection import select_layers
+from ._validation import check_choice, check_rng, check_scalar
+from .bounds import DEFAULT_C, DEFAULT_DELTA, alpha, eps_rand, hybrid_rule, patch_sizes
 from .network import Network
-from .reference import split_inputs
-from .report import Report
+from .report import REPORT_POINTS, Report, build_report
 from .sampling import det_sides, draws_for_unique, rand_sides
-from .sensitivity import (DEFAULT_TILES, HeadBlock, _LayerMaxima, _transpose_part, sensitivity_and_head,
-                          stack_sides, z_parts)
+from .sensitivity import sensitivity_and_head
+
+__all__ = ["COUNT_RTOL", "DEFAULT_METHOD", "METHODS", "PruneResult", "SideTable", "check_options", "prune", "result_from_masks"]
 
 METHODS = ("det", "rand", "hybrid")
+#: the method of :func:`prune` when none is given
+DEFAULT_METHOD = "hybrid"
+#: reduction of a convolution's sensitivities over patches per method, as the authors
+#: (docs/theory.md S15): their deterministic method averages, their sampling methods take the max
+DEFAULT_PATCH_REDUCTION = {"det": "mean", "rand": "max", "hybrid": "max"}
 #: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
 #: item 11); the chunked draws of ``_Plan.draw`` typically land within a few weights
 COUNT_RTOL = 0.005
@@ -59,13 +64,14 @@ class SideTable:
     eps: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PruneResult:
     """What :func:`prune` returns.
 
     network: the pruned :class:`~sparsify.Network`; masks: one boolean array per
     layer (True = kept); report: :class:`~sparsify.report.Report`; sensitivities:
-    ``s`` per layer; sides: one :class:`SideTable` per layer.
+    ``s`` per layer; sides: one :class:`SideTable` per layer. ``repr`` is a short
+    summary; ``print(result.report)`` gives the full table.
     """
 
     network: Network
@@ -74,19 +80,52 @@ class PruneResult:
     sensitivities: list
     sides: list
 
+    def __repr__(self) -> str:
+        rep = self.report
+        layers = ", ".join(f"{r['layer']}: {r['kept']}/{r['total']}" + (" dense" if r.get("excluded") else "")
+                           for r in rep.layers)
+        return (f"PruneResult(method={rep.method!r}, allocation={rep.allocation!r},\n"
+                f"  keep requested {rep.keep_requested:.4f} ({rep.requested} weights), "
+                f"achieved {rep.keep_achieved:.4f} ({rep.achieved}),\n"
+                f"  kept per layer {{{layers}}};\n"
+                f"  fields: network, masks, report, sensitivities, sides)")
 
-def _check_options(method, allocation, delta, C):
+
+def check_options(method, allocation, delta, C):
+    """Validated ``(allocation, delta, C)`` for ``method`` (allocation None picks the method's default)."""
     check_choice(method, "method", METHODS)
     if allocation is None:
         allocation = alloc.DEFAULT_ALLOCATION[method]
     check_choice(allocation, "allocation", alloc.ALLOCATIONS)
-    delta = check_positive(delta, "delta", upper=1.0)
-    C = _check_C(C)  # the assumption g(x) <= C s needs C >= 1 (on S itself g <= s)
+    delta = check_scalar(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+    # the assumption g(x) <= C s needs C >= 1 (on S itself g <= s)
+    C = check_scalar(C, "C (>= 1: g <= s on S itself)", low=1.0)
     return allocation, delta, C
 
 
-def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocation: str | None = None,
-          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C) -> PruneResult:
+def _dense_table(W, s) -> SideTable:
+    """The side table of a layer left dense: every weight kept, no bound claimed."""
+    nnz, mass = alloc.side_stats(W, s)
+    zeros = np.zeros(nnz.shape)
+    return SideTable(nnz=nnz, mass=mass, target=nnz, kept=nnz, sampled=np.zeros(nnz.shape, bool),
+                     draws=np.zeros_like(nnz), dead=(nnz > 0) & (mass == 0), eps_det=zeros, eps_rand=zeros,
+                     eps=zeros)
+
+
+def _check_finite(weights, method: str) -> None:
+    """Refuse reweighted weights that overflowed (finite input, infinite output)."""
+    for k, w in enumerate(weights):
+        if not np.all(np.isfinite(w)):
+            raise ValueError(
+                f"method={method!r}: reweighting overflowed in layer {k}: a sampled weight w c S / (N s) "
+                f"exceeds the largest {w.dtype} (the factor S / (N s) >= 1 pushed a weight near that limit "
+                "over it); the input itself is finite. Use method='det', float64 weights, or rescale that layer."
+            )
+
+
+def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, allocation: str | None = None,
+          rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, *, layers=None,
+          exclude=None, patch_reduction: str | None = None) -> PruneResult:
     """Prune ``network`` with SiPP using the batch ``X_S``.
 
     Parameters
@@ -96,10 +135,15 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
         The batch S defining the sensitivities (at least one point). Streamed S
         is read once and gives the same bits as the whole array; the report's
         measured errors use its first ``REPORT_POINTS`` points.
-    keep : float in (0, 1], optional
-        Fraction of prunable weights to keep. Give exactly one of keep/budget.
+    keep : float in (0, 1], sequence of floats, or mapping {layer index: float}, optional
+        Fraction of prunable weights to keep. One float: one budget over all
+        pruned layers, allocated across them. A sequence (one fraction per
+        layer) or a mapping (the layers named; the others stay dense): each
+        layer gets its own budget, allocated within the layer. Give exactly one
+        of keep/budget.
     budget : int, optional
-        Number of weights to keep, ``1 <= budget <= network.n_weights``.
+        Number of weights to keep over the pruned layers, between 1 and their
+        weight count.
     method : {"det", "rand", "hybrid"}
         Per side: keep the top-m sensitivities; importance-sample with
         reweighting; or sample iff ``eps_det(m) > eps_rand(m)`` (DESIGN §2 item 9).
@@ -109,6 +153,14 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
         Source of all randomness; the same seed gives bit-identical results.
     delta, C : float
         Failure probability and the out-of-sample constant of the bounds.
+    layers, exclude : list of int, optional
+        At most one: the layers to prune, or the layers to leave dense (often
+        the first and last; negative indices count from the end). A dense
+        layer keeps every weight bit for bit, is not counted in the budget and
+        is marked in the report.
+    patch_reduction : {"max", "mean"}, optional
+        Reduction of a convolution's ``g_ij(x, p)`` over patches (docs/theory.md S15);
+        default per method as the authors (:data:`DEFAULT_PATCH_REDUCTION`).
 
     Returns
     -------
@@ -121,25 +173,35 @@ def prune(network, X_S, keep=None, budget=None, method: str = "hybrid", allocati
     t0 = time.perf_counter()
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
-    allocation, delta, C = _check_options(method, allocation, delta, C)
-    B = check_keep_budget(keep, budget, network.n_weights)
+    allocation, delta, C = check_options(method, allocation, delta, C)
+    sel = select_layers(network, keep, budget, layers, exclude)
     gen = check_rng(rng)
     with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
-        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
-        weights = [layer.weight for layer in network.layers]
-        plan = _Plan(weights, s_list, C, delta)
-        new_w, tables, achieved = plan.run(method, allocation, B, gen)
+        reduction = DEFAULT_PATCH_REDUCTION[method] if patch_reduction is None else patch_reduction
+        s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS, patch_reduction=reduction)
+        weights = [layer.weight_matrix for layer in network.prunable_layers]  # weight-matrix views
+        s_mats = [s.reshape(W.shape) for s, W in zip(s_list, weights)]
+        sizes = patch_sizes(network)
+        new_w = list(weights)  # layers left dense keep their arrays
+        tables = [_dense_table(W, s) if k in sel.excluded else None for k, (W, s) in enumerate(zip(weights, s_mats))]
+        for group, B in sel.groups:  # one budget per group, allocated over its layers; draws in group order
+            out, group_tables = _Plan([weights[k] for k in group], [s_mats[k] for k in group], C, delta,
+                                      [sizes[k] for k in group]).run(method, allocation, B, gen)
+            for k, w, tab in zip(group, out, group_tables):
+                new_w[k], tables[k] = w, tab
+        _check_finite(new_w, method)
         pruned = network.with_weights(new_w)
-        masks = [w != 0 for w in new_w]
+        masks = [(w != 0).reshape(layer.weight.shape) for w, layer in zip(new_w, network.prunable_layers)]
         report = build_report(network, heads, new_w, tables, method=method, allocation=allocation,
-                              requested=B, delta=delta, C=C, seconds=time.perf_counter() - t0, n_points=n_points)
+                              requested=sel.requested, delta=delta, C=C, seconds=time.perf_counter() - t0,
+                              n_points=n_points, excluded=sel.excluded, layer_keep=sel.layer_keep)
     return PruneResult(pruned, masks, report, s_list, tables)
 
 
 class _Plan:
     """The per-side bookkeeping of one prune call (flat arrays over all sides)."""
 
-    def __init__(self, weights, s_list, C, delta):
+    def __init__(self, weights, s_list, C, delta, sizes=None):
         self.weights, self.s_list, self.C, self.delta = weights, s_list, C, delta
         stats = [alloc.side_stats(W, s) for W, s in zip(weights, s_list)]
         self.shapes = [W.shape[0] for W in weights]
@@ -153,11 +215,16 @@ class _Plan:
         self.row_of = np.concatenate([np.repeat(np.arange(n), 2) for n in self.shapes])
         self.sign_of = np.tile([1, -1], len(self.nnz) // 2)
         self.offsets = np.concatenate([[0], np.cumsum([2 * n for n in self.shapes])])
+        # patches P and kernel elements k of each side's layer, the arguments of alpha (S8, S15)
+        sizes = [(1, 1)] * len(weights) if sizes is None else sizes
+        self.P = np.concatenate([np.full(2 * n, P, np.float64) for n, (P, _) in zip(self.shapes, sizes)])
+        self.k = np.concatenate([np.full(2 * n, k, np.float64) for n, (_, k) in zip(self.shapes, sizes)])
 
     # --- targets per side ---------------------------------------------------
     def targets(self, allocation: str, B: int) -> np.ndarray:
         if allocation == "balanced":
-            return alloc.balanced_targets(self.mass, self.nnz, self.inv_eta, B, self.C, self.delta)
+            return alloc.balanced_targets(self.mass, self.nnz, self.inv_eta, B, self.C, self.delta,
+                                          alpha_side=alpha(self.C, self.delta, self.P, self.k))
         eligible = [W != 0 for W in self.weights]
         demoted = []
         for k, W in enumerate(self.weights):
@@ -188,7 +255,7 @@ class _Plan:
             for k, (o, W, s) in enumerate(zip(out, self.weights, self.s_list))
         ])
         eps_d = np.where(full, 0.0, bound)
-        eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta)
+        eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta, self.P, self.k)
         # sampling needs a live side and fewer targets than weights it can draw (s > 0);
         # a side whose target is all its weights is kept unchanged (§2 item 7)
         can_sample = partial & ~self.dead & (m < self.support)
@@ -197,7 +264,7 @@ class _Plan:
         elif method == "rand":
             sampled = can_sample
         else:
-            sampled = can_sample & (eps_d > eps_r_m)
+            sampled = can_sample & hybrid_rule(eps_d, eps_r_m)
         kept = np.where(full, self.nnz, np.where(sampled, 0, np.minimum(m, self.nnz))).astype(np.int64)
         for t in np.flatnonzero(sampled):  # sampled sides start empty; their top-m choice only served eps_det
             k, i, sign = self.layer_of[t], self.row_of[t], self.sign_of[t]
@@ -248,7 +315,7 @@ class _Plan:
                 used += n_u
             carry += float(base.sum() - kept[chunk].sum())
         sampled = flags["sampled"]
-        flags["eps_rand"] = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta),
+        flags["eps_rand"] = np.where(sampled, eps_rand(np.maximum(draws, 1), self.mass, self.C, self.delta, self.P, self.k),
                                      flags["eps_rand"])
 
     def run(self, method: str, allocation: str, B: int, gen):
@@ -273,127 +340,33 @@ class _Plan:
                 dead=self.dead[sl].reshape(shape), eps_det=flags["eps_det"][sl].reshape(shape),
                 eps_rand=flags["eps_rand"][sl].reshape(shape), eps=flags["eps"][sl].reshape(shape),
             ))
-        return out, tables, int(kept.sum())
-
-
-# --- report -------------------------------------------------------------------------
-def side_errors(A: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
-    """Measured relative error of each side's pre-activation, max over the points.
-
-    ``A`` is sign-split; ``Z± = A @ W±.T`` with the sign parts of ``W_hat`` taken by
-    the original weight's sign. Returns (n_out, 2) with NaN for sides whose ``Z``
-    is 0 at every point. Readable twin: :func:`sparsify.reference.side_errors`;
-    here ``A`` becomes one :class:`~sparsify.sensitivity.HeadBlock` (the layout
-    of the sensitivity step) and :func:`head_side_errors` does the rest.
-    """
-    A = np.ascontiguousarray(split_inputs(A), dtype=W.dtype)
-    acc = _LayerMaxima(W, DEFAULT_TILES)  # padded [W+; W-]; no max-times pass is run
-    AT, r = acc.buffers(A.shape[0])
-    _transpose_part(A, AT, 0)
-    Z = np.empty_like(r)
-    with single_threaded_blas():
-        _blas._matmul_rows(acc.stacked, AT, Z, z_parts(Z.shape[0]))
-        return head_side_errors([HeadBlock(AT, Z, A.shape[0])], W, W_hat)
-
-
-def head_side_errors(head: list, W: np.ndarray, W_hat: np.ndarray) -> np.ndarray:
-    """:func:`side_errors` on the points of ``head`` (the sensitivity step's blocks, with their ``Z``).
-
-    Per block, ``Ẑ = [Ŵ+; Ŵ-] @ AT`` in the same padded, interleaved layout and the
-    same row blocks as ``Z``, so the rows of a side kept whole are the same product as
-    in ``Z``, with the same bits (error exactly 0); then one pass of
-    :func:`_side_error_merge` folds the block's maxima into the result.
-    """
-    hat = np.empty((head[0].Z.shape[0], head[0].AT.shape[0]), dtype=W.dtype)
-    stack_sides(W, np.asarray(W_hat, dtype=W.dtype), hat)  # as the sensitivity step stacks W
-    parts = z_parts(hat.shape[0])
-    out = np.full((W.shape[0], 2), np.nan)
-    with single_threaded_blas():
-        for block in head:
-            Z_hat = np.empty_like(block.Z)
-            _blas._matmul_rows(hat, block.AT, Z_hat, parts)
-            _side_error_merge(block.Z, Z_hat, block.points, out)
-    return out
-
-
-@njit(parallel=True)
-def _side_error_merge(Z, Z_hat, points, out):
-    """``out[i, c] = max(out[i, c], max_x |(|Zh| - |Z|)| / |Z|)`` over the first ``points``
-    columns with ``Z != 0``, in float64; NaN in ``out`` means no such point yet.
-
-    Rows of ``Z`` and ``Z_hat``: ``2i`` the positive side of neuron ``i``, ``2i+1`` the
-    negative one; ``c`` = 0 for +, 1 for -.
-    """
-    n = out.shape[0]
-    for i in prange(n):
-        for c in range(2):
-            best = out[i, c]
-            row = 2 * i + c
-            for x in range(points):
-                z = abs(np.float64(Z[row, x]))
-                if z > 0:
-                    rel = abs(abs(np.float64(Z_hat[row, x])) - z) / z
-                    if not rel <= best:  # also replaces the initial NaN
-                        best = rel
-            out[i, c] = best
-
-
-#: points of S used for the measured-error columns of the report
-REPORT_POINTS = 4096
-
-
-def build_report(network, heads, new_weights, tables, *, method, allocation, requested, delta, C, seconds,
-                 n_points: int) -> Report:
-    """Assemble the :class:`Report` for pruned weights ``new_weights`` of ``network``.
-
-    ``heads`` (per layer a list of :class:`~sparsify.sensitivity.HeadBlock`, or None)
-    hold the first points of S, on which the measured errors are computed (see
-    :func:`sparsify.sensitivity.sensitivity_and_head`); ``n_points`` is |S|.
-    """
-    if heads is None:
-        heads = [None] * len(network.layers)
-    rows = []
-    for k, (layer, W_hat, tab, head) in enumerate(zip(network.layers, new_weights, tables, heads)):
-        W = layer.weight
-        kept = int(np.count_nonzero(W_hat))
-        nb = 0 if layer.bias is None else layer.bias.size
-        live = (tab.nnz > 0) & ~tab.dead
-        partial = live & (tab.kept < tab.nnz)
-        errs = head_side_errors(head, W, W_hat) if head else np.full(tab.nnz.shape, np.nan)
-        err_live = errs[live & ~np.isnan(errs)]
-        eps_live = tab.eps[live]
-        rows.append(dict(
-            layer=k, shape=f"{W.shape[0]}x{W.shape[1]}", activation=layer.activation,
-            kept=kept, total=int(W.size), kept_with_bias=kept + nb, total_with_bias=int(W.size) + nb,
-            keep=kept / W.size, live_sides=int(live.sum()), dead_sides=int(tab.dead.sum()),
-            sampled_sides=int(tab.sampled.sum()), det_sides=int((partial & ~tab.sampled).sum()),
-            full_sides=int((live & (tab.kept >= tab.nnz)).sum()),
-            empty_sides=int((live & (tab.kept == 0)).sum()),
-            eps_max=float(eps_live.max()) if eps_live.size else 0.0,
-            eps_mean=float(eps_live.mean()) if eps_live.size else 0.0,
-            err_max=float(err_live.max()) if err_live.size else float("nan"),
-            err_mean=float(err_live.mean()) if err_live.size else float("nan"),
-        ))
-    return Report(method=method, allocation=allocation, requested=int(requested),
-                  achieved=int(sum(r["kept"] for r in rows)), total=network.n_weights,
-                  total_biases=network.n_biases, n_points=n_points, delta=float(delta), C=float(C),
-                  seconds=float(seconds), layers=rows)
+        return out, tables
 
 
 def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocation: str,
                       requested: int, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C,
-                      seconds: float = 0.0) -> PruneResult:
+                      seconds: float = 0.0, excluded=(), layer_keep=None, sensitivities=None) -> PruneResult:
     """A :class:`PruneResult` for masks chosen by another rule (baselines).
 
     ``weights`` (default: the original weights times the masks) may carry
     reweighted values. Side tables record kept counts and the deterministic bound
     ``C * pruned sensitivity mass`` so baselines are reported like SiPP.
+    ``excluded`` and ``layer_keep`` go to the report (see
+    :func:`sparsify.report.build_report`). ``sensitivities``, the result of
+    ``sensitivity_and_head(network, X_S, REPORT_POINTS)`` when the caller has it
+    already (S streamed once), replaces reading ``X_S`` again.
     """
-    s_list, n_points, heads = sensitivity_and_head(network, X_S, REPORT_POINTS)
+    if sensitivities is None:
+        sensitivities = sensitivity_and_head(network, X_S, REPORT_POINTS)
+    s_list, n_points, heads = sensitivities
+    layers = network.prunable_layers
     if weights is None:
-        weights = [np.where(mk, layer.weight, 0).astype(layer.dtype) for mk, layer in zip(masks, network.layers)]
+        weights = [np.where(np.reshape(mk, layer.weight.shape), layer.weight, 0).astype(layer.dtype)
+                   for mk, layer in zip(masks, layers)]
+    weights = [np.reshape(w, layer.weight_matrix.shape) for w, layer in zip(weights, layers)]  # matrix views
     tables = []
-    for W, W_hat, s in zip([layer.weight for layer in network.layers], weights, s_list):
+    for W, W_hat, s, (P, k) in zip([layer.weight_matrix for layer in layers], weights, s_list, patch_sizes(network)):
+        s = s.reshape(W.shape)
         nnz, mass = alloc.side_stats(W, s)
         kept_mask = W_hat != 0
         kept = alloc.side_sums(W, kept_mask)
@@ -401,8 +374,10 @@ def result_from_masks(network, X_S, masks, weights=None, *, method: str, allocat
         zeros = np.zeros_like(nnz)
         tables.append(SideTable(nnz=nnz, mass=mass, target=kept, kept=kept, sampled=zeros.astype(bool),
                                 draws=zeros, dead=(nnz > 0) & (mass == 0), eps_det=eps_d,
-                                eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta)) * (kept < nnz),
+                                eps_rand=np.asarray(eps_rand(np.maximum(kept, 1), mass, C, delta, P, k)) * (kept < nnz),
                                 eps=eps_d))
     report = build_report(network, heads, weights, tables, method=method, allocation=allocation,
-                          requested=requested, delta=delta, C=C, seconds=seconds, n_points=n_points)
-    return PruneResult(network.with_weights(weights), [w != 0 for w in weights], report, s_list, tables)
+                          requested=requested, delta=delta, C=C, seconds=seconds, n_points=n_points,
+                          excluded=excluded, layer_keep=layer_keep)
+    masks = [(w != 0).reshape(layer.weight.shape) for w, layer in zip(weights, layers)]
+    return PruneResult(network.with_weights(weights), masks, report, s_list, tables)

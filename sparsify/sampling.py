@@ -14,6 +14,14 @@ import numpy as np
 from ._config import njit, prange
 
 
+__all__ = [
+    "SIDES_PER_TASK",
+    "det_sides",
+    "draws_for_unique",
+    "expected_unique",
+    "rand_sides",
+]
+
 @njit
 def _gather_side(W, s, i, sign, idx, vals):
     """Fill ``idx``/``vals`` with the indices and sensitivities of side ``(i, sign)``

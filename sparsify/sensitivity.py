@@ -30,7 +30,6 @@ batches. The running state per layer is one array ``R`` shaped like ``W``
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -41,6 +40,10 @@ from ._blas import row_block, row_parts, single_threaded_blas
 from ._config import njit, prange
 from ._maxtimes import POINT_MULTIPLE, TILE_I, TILE_J
 from ._maxtimes import max_times as _max_times
+from ._validation import check_scalar
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_TILES", "HeadBlock", "Z_ROWS_PER_PART", "head_block", "is_one_array",
+           "sensitivity", "sensitivity_and_head", "stack_sides", "z_parts"]
 
 #: points per block of S (see "Streaming" above); results are bit-identical for
 #: every split of S into batches at a fixed chunk size.
@@ -215,6 +218,21 @@ class _LayerMaxima:
         return s
 
 
+def head_block(A: np.ndarray, W: np.ndarray) -> HeadBlock:
+    """One :class:`HeadBlock` for the points ``A`` (points x n_in, nonnegative, W's dtype)
+    of the layer with weights ``W``: ``A`` transposed and ``Z = [W+; W-] @ AT`` in the
+    padded, interleaved layout and the row blocks of the sensitivity step (no max-times
+    pass is run). The report measures errors on points given as an array with it."""
+    A = np.ascontiguousarray(A, dtype=W.dtype)
+    acc = _LayerMaxima(W, DEFAULT_TILES)
+    AT, r = acc.buffers(A.shape[0])
+    _transpose_part(A, AT, 0)
+    Z = np.empty_like(r)
+    with single_threaded_blas():
+        _blas._matmul_rows(acc.stacked, AT, Z, z_parts(Z.shape[0]))
+    return HeadBlock(AT, Z, A.shape[0])
+
+
 @njit(parallel=True)
 def stack_sides(W, V, out):
     """``out``: the sides of ``V`` by the sign of ``W``, interleaved, in one parallel pass:
@@ -254,19 +272,8 @@ def _check_tiles(tiles) -> dict:
     for key, value in tiles.items():
         if key not in DEFAULT_TILES:
             raise ValueError(f"tiles: unknown key {key!r}; the keys are {sorted(DEFAULT_TILES)}.")
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"tiles[{key!r}]: expected a positive integer, got {value!r}.")
-        out[key] = int(value)
+        out[key] = check_scalar(value, f"tiles[{key!r}]", kind="int", low=1)
     return out
-
-
-def _check_chunk_size(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(
-            f"chunk_size: expected a positive integer number of points, got {chunk_size!r}; "
-            f"the default is {DEFAULT_CHUNK_SIZE}."
-        )
-    return int(chunk_size)
 
 
 def _sensitivity_layer(A: np.ndarray, W: np.ndarray, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -280,12 +287,13 @@ def _sensitivity_layer(A: np.ndarray, W: np.ndarray, *, chunk_size: int = DEFAUL
 
 
 # --- S as an array, a memory map or an iterable of batches ------------------------------
-def is_one_array(X_S) -> bool:
+def is_one_array(X_S, point_ndim: int = 1) -> bool:
     """True when S is one array of points (an ndarray, a memory map, or nested lists of
-    numbers), False when it is a sequence or iterable of 2-D batches."""
+    numbers), False when it is a sequence or iterable of batches (``1 + point_ndim``-D:
+    2-D for vectors, 4-D for NCHW images)."""
     if isinstance(X_S, np.ndarray) or hasattr(X_S, "__array_interface__"):
         return True
-    return isinstance(X_S, (list, tuple)) and not all(np.ndim(b) == 2 for b in X_S)
+    return isinstance(X_S, (list, tuple)) and not all(np.ndim(b) == 1 + point_ndim for b in X_S)
 
 
 def _batches(network, X_S, chunk_size: int):
@@ -301,11 +309,15 @@ def _batches(network, X_S, chunk_size: int):
             f"X_S: expected an array of shape (n_points, {network.n_in}) or an iterable of such "
             f"batches, got {type(X_S).__name__}."
         )
-    if is_one_array(X_S) and isinstance(X_S, (list, tuple)):
+    point_ndim = len(network.input_shape)
+    if is_one_array(X_S, point_ndim) and isinstance(X_S, (list, tuple)):
         X_S = network.check_input(X_S, "X_S")  # nested lists of numbers: one array
-    if is_one_array(X_S):
+    if is_one_array(X_S, point_ndim):
         X = np.asarray(X_S)
-        if X.ndim != 2 or X.shape[1] != network.n_in:
+        if point_ndim > 1 and X.shape[1:] != network.input_shape:
+            expected = "(n_points, " + ", ".join(map(str, network.input_shape)) + ")"
+            raise ValueError(f"X_S: expected shape {expected} (NCHW), got {X.shape}.")
+        if point_ndim == 1 and (X.ndim != 2 or X.shape[1] != network.n_in):
             # shape only: do not read (a memory-mapped) S just to refuse it
             if X.ndim == 2:
                 raise ValueError(
@@ -349,27 +361,47 @@ def _fixed_blocks(batches, size: int):
 
 
 def _layer_inputs_of_block(network, X):
-    """The trace of one validated block: the steps of ``Network.trace``, lazily,
-    and without the last layer's forward pass, whose output no sensitivity needs."""
+    """The trace of one validated block: the input of each prunable layer, as in
+    ``Network.trace``, lazily, and without the forward passes after the last
+    prunable layer's input, whose outputs no sensitivity needs."""
+    from .layers import run_layers
+
     a = X
-    last = len(network.layers) - 1
-    for k, layer in enumerate(network.layers):
-        yield layer.input_matrix(a)
-        if k < last:
-            a = layer.forward(a, matmul=_blas.matmul)  # row blocks on Numba's threads
+    remaining = len(network.prunable_layers)
+    for layer in network.layers:
+        if remaining == 0:
+            return
+        if layer.kind == "residual":  # its weight layers' inputs, recorded by one forward pass
+            inputs = []
+            a = run_layers([layer], a, _blas.matmul, record=lambda _, x: inputs.append(x))
+            remaining -= len(inputs)
+            yield from inputs
+            continue
+        if layer.prunable:
+            yield a
+            remaining -= 1
+            if remaining == 0:
+                return
+        a = layer.forward(a, matmul=_blas.matmul)  # row blocks on Numba's threads
 
 
-def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: dict | None = None) -> list:
+def sensitivity(network, X_S, *, patch_reduction: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                tiles: dict | None = None) -> list:
     """Empirical sensitivities of every prunable layer of ``network`` on ``X_S``.
 
     Parameters
     ----------
     network : sparsify.Network
-    X_S : array (n_points, n_in), memory-mapped array, or iterable of such batches
+    X_S : array (n_points, *network.input_shape), memory-mapped array, or iterable of such batches
         The batch S that defines the importance distribution; at least one point.
-        A list/tuple of 2-D arrays or a generator is consumed batch by batch and
+        A list/tuple of batches or a generator is consumed batch by batch and
         a (memory-mapped) array ``chunk_size`` rows at a time, so memory stays flat
         as |S| grows.
+    patch_reduction : {"max", "mean"}, optional
+        How a convolution reduces ``g_ij(x, p)`` over the patches p of a point
+        (docs/theory.md S15): ``"max"`` gives ``s_ij = max_x max_p g_ij(x, p)``,
+        ``"mean"`` gives ``s_ij = max_x mean_p g_ij(x, p)``. Default "max".
+        Dense layers ignore it.
     chunk_size : int
         Points per internal block. For a fixed value the result is bit-identical
         however S is split into batches (see the module docstring).
@@ -379,9 +411,9 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
 
     Returns
     -------
-    list of arrays, one per prunable layer, each shaped like its ``weight`` and of
-    its dtype, with ``0 <= s <= 1``; ``s_ij = max_{x in S} W_ij a_j(x) / Z^{sign W_ij}_i(x)``
-    (DESIGN §2 item 5).
+    list of arrays, one per prunable layer (``network.prunable_layers``), each shaped
+    like its ``weight`` (4-D for a convolution) and of its dtype, with ``0 <= s <= 1``;
+    ``s_ij = max_{x in S} W_ij a_j(x) / Z^{sign W_ij}_i(x)`` (docs/theory.md S5, S15).
 
     Raises
     ------
@@ -389,22 +421,30 @@ def sensitivity(network, X_S, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: di
         If S has no points, a batch has the wrong shape, a value is NaN or
         infinite, or the forward pass overflows.
     """
-    return sensitivity_and_head(network, X_S, 0, chunk_size=chunk_size, tiles=tiles)[0]
+    return sensitivity_and_head(network, X_S, 0, patch_reduction=patch_reduction, chunk_size=chunk_size,
+                                tiles=tiles)[0]
 
 
-def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                         tiles: dict | None = None):
+def sensitivity_and_head(network, X_S, keep_points: int, *, patch_reduction: str | None = None,
+                         chunk_size: int = DEFAULT_CHUNK_SIZE, tiles: dict | None = None):
     """:func:`sensitivity`, |S|, and per layer the :class:`HeadBlock` list of the first
     ``keep_points`` points of S (the blocks, transposed inputs and ``Z`` the
     sensitivity step computes anyway; None when ``keep_points`` is 0). ``prune``'s
-    report measures its errors on them, so S is traced and ``Z`` computed once."""
+    report measures its errors on them, so S is traced and ``Z`` computed once (dense
+    layers only; a convolution's head is empty)."""
+    from ._sensitivity_conv import PATCH_REDUCTIONS, layer_state
+    from ._validation import check_choice
     from .network import Network
 
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_scalar(chunk_size, f"chunk_size (points per block; default {DEFAULT_CHUNK_SIZE})",
+                              kind="int", low=1)
     tiles = _check_tiles(tiles)
-    state = [_LayerMaxima(layer.weight, tiles) if layer.prunable else None for layer in network.layers]
+    patch_reduction = check_choice("max" if patch_reduction is None else patch_reduction, "patch_reduction",
+                                   PATCH_REDUCTIONS)
+    state = [layer_state(layer, shape, tiles, patch_reduction)
+             for layer, shape in zip(network.prunable_layers, network.prunable_input_shapes)]
     n_points = 0
     with single_threaded_blas():  # all parallel work on Numba's threads (see sparsify._blas)
         for X in _fixed_blocks(_batches(network, X_S, chunk_size), chunk_size):
@@ -416,12 +456,11 @@ def sensitivity_and_head(network, X_S, keep_points: int, *, chunk_size: int = DE
                         f"X_S: the forward pass overflowed: the input of layer {k} has NaN or infinite "
                         "values; rescale the data or the weights."
                     )
-                if acc is not None:
-                    acc.update(A, take)
+                acc.update(A, take)
     if n_points == 0:
         raise ValueError(
             "X_S: the batch S is empty; sensitivities need at least one input point "
             "(the authors use about 3 ln(8 eta eta*/delta) points)."
         )
-    heads = [acc.head if acc is not None else None for acc in state] if keep_points > 0 else None
-    return [acc.result() for acc in state if acc is not None], n_points, heads
+    heads = [acc.head for acc in state] if keep_points > 0 else None
+    return [acc.result() for acc in state], n_points, heads

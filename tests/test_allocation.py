@@ -3,13 +3,13 @@ targets, its KKT conditions and a scipy cross-check, the cubic behind it,
 global top-B, and the authors' measured behaviour on a 64-300-100-10 MLP."""
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.optimize import minimize
 
 import sparsify as sp
-from sparsify import bounds
+from sparsify import bounds, reference
 from sparsify.allocation import _balanced_m, balanced_targets, global_top_b, side_stats, stationary_eps
 
 C, DELTA = bounds.DEFAULT_C, bounds.DEFAULT_DELTA
@@ -295,3 +295,49 @@ def test_side_sums_equals_the_numpy_expression(n_out, n_in, seed, dtype):
         else:
             assert got.dtype == np.float64
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+
+
+# --- readable twins in sparsify.reference agree with the fast paths ------------------------
+@st.composite
+def scored_layers(draw):
+    """1-3 layers of scores with many ties (few distinct values), eligibility and demotion."""
+    shapes = draw(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 5)), min_size=1, max_size=3))
+    values = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 1e-30, 2e-30, -3.0]), st.floats(-1e3, 1e3))
+    scores = [draw(arrays(np.float64, sh, elements=values)) for sh in shapes]
+    eligible = [draw(arrays(np.bool_, sh)) for sh in shapes]
+    demoted = [draw(arrays(np.bool_, sh)) for sh in shapes]
+    return scores, eligible, demoted
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=scored_layers(), data=st.data())
+def test_global_top_b_equals_its_plain_sort_twin(problem, data):
+    scores, eligible, demoted = problem
+    n = sum(s.size for s in scores)
+    budget = data.draw(st.integers(0, n + 2))
+    for elig, dem in ((None, None), (eligible, None), (eligible, demoted)):
+        fast = global_top_b(scores, budget, elig, dem)
+        plain = reference.global_top_b(scores, budget, elig, dem)
+        for a, b in zip(fast, plain):
+            np.testing.assert_array_equal(a, b)
+
+
+def _objective(m, mass, inv_eta):
+    return float(np.sum(inv_eta * bounds.eps_rand(np.maximum(m, 1e-300), mass, C, DELTA) * (m > 0)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(problem=side_problems(max_sides=10), data=st.data())
+def test_balanced_targets_agree_with_the_plain_bisection_twin(problem, data):
+    mass, nnz, inv_eta = problem
+    assume(nnz.sum() > 0)
+    budget = data.draw(st.integers(1, int(nnz.sum()) + 3))
+    fast = balanced_targets(mass, nnz, inv_eta, budget, C, DELTA)
+    plain = reference.balanced_targets(mass, nnz, inv_eta, budget, C, DELTA)
+    assert int(fast.sum()) == int(plain.sum()) == min(budget, int(nnz.sum()))
+    # the same program and rounding rule: equal up to one unit where two fractional parts
+    # are equal to the bisection's tolerance, and the same objective
+    assert np.max(np.abs(fast - plain)) <= 1
+    live = (mass > 0) & (nnz > 0)
+    if np.all(fast[live] > 0) and np.all(plain[live] > 0):
+        np.testing.assert_allclose(_objective(fast, mass, inv_eta), _objective(plain, mass, inv_eta), rtol=1e-6)

@@ -129,3 +129,40 @@ def test_errors(setup):
         B.baseline_masks(net, None, keep=0.1, method="wanda")
     with pytest.raises(ValueError, match="exactly one of keep"):
         B.prune_baseline(net, X, keep=0.1, budget=3)
+
+
+@pytest.mark.parametrize("method", ["wanda", "snip", "undecayed"])
+def test_data_aware_baselines_stream_batches_and_generators(setup, method):
+    """S as a list of batches or a one-shot generator (read once) gives the array's scores and masks."""
+    net, X, y = setup
+    cuts = [0, 7, 19, 30]
+    xb = [X[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    yb = [y[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    whole = B.scores(net, method, X, y)
+    for got in (B.scores(net, method, xb, yb), B.scores(net, method, iter(xb), iter(yb))):
+        for a, b in zip(got, whole):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    ref = B.prune_baseline(net, X, keep=0.3, method=method, y_S=y)
+    reads = []
+
+    def gen():
+        for batch in xb:
+            reads.append(len(batch))
+            yield batch
+
+    for res in (B.prune_baseline(net, xb, keep=0.3, method=method, y_S=yb),
+                B.prune_baseline(net, gen(), keep=0.3, method=method, y_S=iter(yb))):
+        for a, b in zip(res.masks, ref.masks):
+            np.testing.assert_array_equal(a, b)
+        assert res.report.n_points == X.shape[0]
+        for r1, r2 in zip(res.report.layers, ref.report.layers):   # the report reads S too
+            assert r1["eps_max"] == pytest.approx(r2["eps_max"], rel=1e-9)
+    assert reads == [7, 12, 11]                                    # the generator was read once
+
+
+def test_snip_with_batches_needs_label_batches(setup):
+    net, X, y = setup
+    with pytest.raises(ValueError, match="y_S: with S given as batches"):
+        B.prune_baseline(net, iter([X[:10], X[10:]]), keep=0.3, method="snip", y_S=y)
+    with pytest.raises(ValueError, match="fewer label batches"):
+        B.scores(net, "snip", [X[:10], X[10:]], [y[:10]])

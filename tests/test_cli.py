@@ -16,10 +16,11 @@ from sparsify.cli import build_parser, main
 
 LAYER_KEYS = {"layer", "shape", "activation", "kept", "total", "kept_with_bias", "total_with_bias", "keep",
               "live_sides", "dead_sides", "sampled_sides", "det_sides", "full_sides", "empty_sides",
-              "eps_max", "eps_mean", "err_max", "err_mean"}
+              "eps_max", "eps_mean", "err_max", "err_mean", "excluded"}
 REPORT_KEYS = {"method", "allocation", "requested", "achieved", "total", "total_biases", "n_points", "delta",
                "C", "seconds", "layers", "keep_requested", "keep_achieved", "kept_with_bias",
-               "total_with_bias", "dead_sides", "sampled_sides", "model", "data", "seed", "out"}
+               "total_with_bias", "dead_sides", "sampled_sides", "model", "data", "seed", "out", "excluded",
+               "layer_keep", "pruned_total"}
 
 
 @pytest.fixture
@@ -109,6 +110,40 @@ def test_prune_a_plain_export_with_activations(files, capsys):
         assert a.tobytes() == b.tobytes()
 
 
+def test_prune_writes_masks_and_takes_exclude_and_per_layer_keep(files, capsys):
+    d, net, X = files
+    code, _, err = _run(["prune", d / "model.npz", "--data", d / "S.npy", "--keep", "0.3", "--exclude", "1",
+                         "--method", "det", "--out", d / "p.npz", "--masks", d / "m.npz", "--json", d / "r.json",
+                         "--quiet"], capsys)
+    assert code == 0, err
+    expected = sp.prune(net, X, keep=0.3, method="det", exclude=[1])
+    with np.load(d / "m.npz", allow_pickle=False) as f:
+        assert sorted(f.files) == ["mask0", "mask1"]
+        for k, mk in enumerate(expected.masks):
+            assert f[f"mask{k}"].dtype == bool
+            np.testing.assert_array_equal(f[f"mask{k}"], mk)
+    assert sp.load(d / "p.npz").weights[1].tobytes() == net.weights[1].tobytes()
+    report = json.loads((d / "r.json").read_text())
+    assert report["excluded"] == [1] and report["masks"] == str(d / "m.npz")
+    code, _, err = _run(["prune", d / "model.npz", "--data", d / "S.npy", "--keep", "0.5,0.2", "--method", "det",
+                         "--out", d / "q.npz", "--quiet"], capsys)
+    assert code == 0, err
+    for f, w, w_hat in zip([0.5, 0.2], net.weights, sp.load(d / "q.npz").weights):
+        assert np.count_nonzero(w_hat) == round(f * w.size)
+
+
+def test_prune_choices_and_defaults_come_from_the_package():
+    from sparsify import allocation, bounds
+    from sparsify.prune import DEFAULT_METHOD, METHODS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices["prune"]
+    opts = {a.dest: a for a in sub._actions}
+    assert tuple(opts["method"].choices) == METHODS and opts["method"].default == DEFAULT_METHOD
+    assert tuple(opts["allocation"].choices) == allocation.ALLOCATIONS
+    assert opts["delta"].default == bounds.DEFAULT_DELTA and opts["C"].default == bounds.DEFAULT_C
+
+
 # --- help -------------------------------------------------------------------------------------------
 def _subcommands():
     parser = build_parser()
@@ -178,6 +213,13 @@ def _bad_cases(d):
         "C 0": ([m, "--data", s, "--C", "0"], ["C"]),
         "C -1": ([m, "--data", s, "--C", "-1"], ["C"]),
         "negative seed": ([m, "--data", s, "--seed", "-1"], ["seed"]),
+        "per-layer keep of the wrong length": ([m, "--data", s, "--keep", "0.5,0.5,0.5"], ["keep", "per layer"]),
+        "per-layer keep 0": ([m, "--data", s, "--keep", "0.5,0"], ["keep[1]"]),
+        "exclude unknown layer": ([m, "--data", s, "--exclude", "5"], ["exclude"]),
+        "exclude every layer": ([m, "--data", s, "--exclude", "0,1"], ["exclude", "every layer"]),
+        "masks at the out path": ([m, "--data", s, "--masks", d / "OUT.npz"], ["--masks", "same file"]),
+        "masks at the json path": ([m, "--data", s, "--masks", d / "OUT.json"], ["--masks", "--json"]),
+        "json at the out path": ([m, "--data", s, "--out", d / "OUT.json"], ["--json", "same file", "--out"]),
         "out directory missing": ([m, "--data", s, "--out", d / "nodir" / "p.npz"], ["directory"]),
     }
 
@@ -186,7 +228,9 @@ CASES = [
     "missing model", "corrupt model", "npy as model", "plain without activations", "wrong number of activations",
     "unknown activation", "missing data", "nan data", "narrow data", "1-D data", "empty data", "pickled data",
     "npz data", "keep 0", "keep 1.5", "keep nan", "budget 0", "budget too large", "delta 0", "delta 1", "C 0",
-    "C -1", "negative seed", "out directory missing",
+    "C -1", "negative seed", "out directory missing", "per-layer keep of the wrong length", "per-layer keep 0",
+    "exclude unknown layer", "exclude every layer", "masks at the out path", "masks at the json path",
+    "json at the out path",
 ]
 
 
@@ -211,6 +255,8 @@ def test_errors_exit_2_with_one_line_and_leave_no_files(files, capsys, case):
     ["--method", "magic"],
     ["--allocation", "local"],
     ["--keep", "lots"],
+    ["--keep", "0.5,lots"],
+    ["--exclude", "first"],
 ])
 def test_usage_errors_exit_2(files, capsys, argv):
     d = files[0]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import sparsify as sp
 from sparsify import reference
-from sparsify.prune import side_errors
+from sparsify.report import side_errors
 
 
 def _check(A, W, W_hat, rtol):
@@ -55,7 +55,7 @@ def test_sides_without_mass_at_any_point_are_nan():
 def test_report_errors_from_the_head_equal_the_reference(dtype, signed):
     """``head_side_errors`` on the blocks kept by the sensitivity step (several blocks,
     sign-split or not) equals the reference on the same points."""
-    from sparsify.prune import head_side_errors
+    from sparsify.report import head_side_errors
     from sparsify.sensitivity import sensitivity_and_head
 
     rng = np.random.default_rng(7)

@@ -213,10 +213,10 @@ def test_no_negative_zeros():
     "kwargs, exc, match",
     [
         ({"chunk_size": 0}, ValueError, "chunk_size"),
-        ({"chunk_size": 2.5}, ValueError, "chunk_size"),
-        ({"chunk_size": True}, ValueError, "chunk_size"),
+        ({"chunk_size": 2.5}, TypeError, "chunk_size"),
+        ({"chunk_size": True}, TypeError, "chunk_size"),
         ({"tiles": {"tile_j": -3}}, ValueError, "tile_j"),
-        ({"tiles": {"tile_x": 2.0}}, ValueError, "tile_x"),
+        ({"tiles": {"tile_x": 2.0}}, TypeError, "tile_x"),
         ({"tiles": {"tile_k": 4}}, ValueError, "unknown key"),
         ({"tiles": {"tile_i": 0}}, ValueError, "tile_i"),
         ({"tiles": [1, 2]}, TypeError, "tiles"),

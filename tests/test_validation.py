@@ -118,7 +118,7 @@ def test_non_finite_data_is_refused(net, X, value, func):
 @pytest.mark.parametrize("keep, exc", [
     (0, ValueError), (0.0, ValueError), (-0.1, ValueError), (1.5, ValueError),
     (1.0000001, ValueError), (np.nan, ValueError), (np.inf, ValueError),
-    ("0.5", TypeError), (True, TypeError), (False, TypeError), ([0.5], TypeError),
+    ("0.5", TypeError), (True, TypeError), (False, TypeError), ([0.5], ValueError), ({"a": 0.5}, TypeError),
 ])
 def test_keep_outside_the_unit_interval_is_refused(net, X, keep, exc):
     _raises(exc, "keep", lambda: sp.prune(net, X, keep=keep, rng=0))
@@ -192,7 +192,7 @@ def test_C_must_be_at_least_one(net, X, C, exc):
 
 @pytest.mark.parametrize("rng, exc", [
     (1.5, TypeError), ("0", TypeError), (np.random.RandomState(0), TypeError), ([0], TypeError),
-    (-1, ValueError),
+    (-1, ValueError), (True, TypeError), (False, TypeError),
 ])
 def test_bad_rng(net, X, rng, exc):
     _raises(exc, "rng", lambda: sp.prune(net, X, keep=0.5, rng=rng))

@@ -4,7 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..allocation import ALLOCATIONS, DEFAULT_ALLOCATION
+from ..bounds import DEFAULT_C, DEFAULT_DELTA
+from ..prune import DEFAULT_METHOD, METHODS
 from ._common import add_model_args, check_outputs, json_writer, load_model, load_points
+
+__all__ = ["DEFAULT_KEEP", "register", "run"]
+
+#: --keep when neither --keep nor --budget is given
+DEFAULT_KEEP = 0.1
 
 DESCRIPTION = """\
 Prune MODEL with sensitivity-informed provable pruning (SiPP).
@@ -13,8 +21,9 @@ The batch S (--data, a .npy array of shape (n_points, n_in)) defines each
 weight's empirical sensitivity. Per neuron side, weights are kept
 deterministically (largest sensitivity) or by importance sampling with
 reweighting ('hybrid' picks whichever has the smaller error bound) under a
-global budget. Prints a per-layer report; the pruned model is written
-atomically to --out.
+global budget (or, with --keep F0,F1,..., one budget per layer; --exclude
+leaves layers dense). Prints a per-layer report; the pruned model is written
+atomically to --out, together with --json and --masks if given.
 """
 
 EXAMPLES = """\
@@ -22,7 +31,27 @@ examples:
   sparsify prune model.npz --data S.npy --keep 0.1 --out pruned.npz
   sparsify prune model.npz --data S.npy --budget 5000 --method det --json report.json --out pruned.npz
   sparsify prune export.npz --activations relu,relu,identity --data S.npy --keep 0.2 --out pruned.npz
+  sparsify prune model.npz --data S.npy --keep 0.1 --exclude 0,2 --out pruned.npz --masks masks.npz
+  sparsify prune model.npz --data S.npy --keep 0.5,0.1,0.5 --out pruned.npz
 """
+
+
+def _keep_arg(text: str):
+    """``F`` or ``F0,F1,...`` (one fraction per layer); the range is checked by prune."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction like 0.1 or one per layer like 0.5,0.1,0.5, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _index_list_arg(text: str):
+    """``0,2``: layer indices."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer indices like 0,2, got {text!r}") from None
 
 
 def register(sub) -> None:
@@ -31,18 +60,26 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--data", required=True, metavar="S.npy", help="input batch S, shape (n_points, n_in)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--keep", type=float, metavar="F",
-                      help="fraction of prunable weights to keep, in (0, 1] (default 0.1)")
+    size.add_argument("--keep", type=_keep_arg, metavar="F",
+                      help=f"fraction of prunable weights to keep, in (0, 1] (default {DEFAULT_KEEP}); "
+                           "or one fraction per layer, e.g. 0.5,0.1,0.5 (each layer its own budget)")
     size.add_argument("--budget", type=int, metavar="N", help="number of weights to keep")
-    p.add_argument("--method", choices=["det", "rand", "hybrid"], default="hybrid",
-                   help="per-side rule (default: hybrid)")
-    p.add_argument("--allocation", choices=["global", "balanced"], default=None,
-                   help="budget rule (default: global for det, balanced for rand/hybrid)")
+    p.add_argument("--exclude", type=_index_list_arg, metavar="I,J",
+                   help="layers left dense (every weight kept, outside the budget), e.g. 0,2")
+    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
+                   help=f"per-side rule (default: {DEFAULT_METHOD})")
+    defaults = ", ".join(f"{a} for {m}" for m, a in DEFAULT_ALLOCATION.items())
+    p.add_argument("--allocation", choices=list(ALLOCATIONS), default=None,
+                   help=f"budget rule (default: {defaults})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same bits")
-    p.add_argument("--delta", type=float, default=1e-16, help="failure probability of the bounds (default 1e-16)")
-    p.add_argument("--C", type=float, default=3.0, help="out-of-sample constant C of g(x) <= C s (default 3)")
+    p.add_argument("--delta", type=float, default=DEFAULT_DELTA,
+                   help=f"failure probability of the bounds (default {DEFAULT_DELTA:g})")
+    p.add_argument("--C", type=float, default=DEFAULT_C,
+                   help=f"out-of-sample constant C of g(x) <= C s (default {DEFAULT_C:g})")
     p.add_argument("--out", required=True, metavar="OUT.npz", help="where to write the pruned model")
     p.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
+    p.add_argument("--masks", metavar="MASKS.npz",
+                   help="also write the boolean keep-masks (mask0, mask1, ...; True = kept) as .npz")
     p.add_argument("--quiet", action="store_true", help="do not print the report")
     p.set_defaults(func=run)
 
@@ -53,22 +90,44 @@ def run(args) -> int:
     from ..io import atomic_write_many, network_to_arrays
     from ..prune import prune
 
-    check_outputs((args.out, "--out"), (args.json, "--json"))  # fail before the work, not after it
+    _check_distinct_paths(args)
+    check_outputs((args.out, "--out"), (args.json, "--json"), (args.masks, "--masks"))  # before the work
     net = load_model(args)
     X = load_points(args.data)
-    keep = args.keep if args.keep is not None or args.budget is not None else 0.1
+    keep = args.keep if args.keep is not None or args.budget is not None else DEFAULT_KEEP
     if not args.quiet:
         print(f"pruning {net} with {args.method} on |S| = {X.shape[0]} points ...", file=sys.stderr)
     res = prune(net, X, keep=keep, budget=args.budget, method=args.method, allocation=args.allocation,
-                rng=args.seed, delta=args.delta, C=args.C)
+                rng=args.seed, delta=args.delta, C=args.C, exclude=args.exclude)
     report = res.report.to_dict()
     report.update(model=str(args.model), data=str(args.data), seed=args.seed, out=str(args.out))
+    if args.masks:
+        report.update(masks=str(args.masks))
     arrays = network_to_arrays(res.network)
     outputs = [(args.out, lambda fh: np.savez(fh, **arrays), "--out")]
     if args.json:
         outputs.append((args.json, json_writer(report), "--json"))
-    atomic_write_many(outputs)  # all or nothing: a failure leaves neither file
+    if args.masks:
+        masks = {f"mask{k}": np.asarray(m, dtype=bool) for k, m in enumerate(res.masks)}
+        outputs.append((args.masks, lambda fh: np.savez(fh, **masks), "--masks"))
+    atomic_write_many(outputs)  # all or nothing: a failure leaves no file
     if not args.quiet:
         print(res.report.format_table())
-        print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
+        print("wrote " + ", ".join(str(path) for path, _, _ in outputs))
     return 0
+
+
+def _check_distinct_paths(args) -> None:
+    """Refuse two outputs naming the same file (one would silently replace the other)."""
+    import os
+
+    seen = {}
+    for flag in ("--out", "--json", "--masks"):
+        path = getattr(args, flag.lstrip("-"))
+        if path is None:
+            continue
+        key = os.path.realpath(os.path.expanduser(str(path)))
+        if key in seen:
+            raise ValueError(f"{flag}: names the same file as {seen[key]} ({str(path)!r}); give each output its "
+                             "own path.")
+        seen[key] = flag

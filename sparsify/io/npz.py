@@ -1,9 +1,13 @@
 """Saving and loading networks as self-describing ``.npz`` files.
 
-Format (version 1): keys ``format`` (= "sparsify-network"), ``format_version``,
+Format (version 2): keys ``format`` (= "sparsify-network"), ``format_version``,
 ``activations`` (unicode array, one per layer), ``kinds`` (unicode array),
 ``W0, W1, ...`` and ``b0, b1, ...`` (a bias is simply absent when the layer
-has none). User files are never unpickled.
+has none). Networks with convolutions, pools, flattening or residual blocks
+add ``input_shape`` and the arrays of each kind (:mod:`sparsify.io._kinds`);
+a network of dense layers has exactly the arrays of version 1, and version-1
+files still load. Everything loads with ``allow_pickle=False``; user files are
+never unpickled.
 
 Loading distrusts the file (:mod:`sparsify.io._npyfile`): each array's header
 is read and checked before memory is reserved (its shape must fit the bytes
@@ -27,11 +31,14 @@ import numpy as np
 
 from ..network import Dense, Network
 from .._validation import check_scalar
+from . import _kinds
 from ._atomic import atomic_write, atomic_write_many  # noqa: F401  (re-exported)
 from ._npyfile import check_path, read_npz
 
 FORMAT_NAME = "sparsify-network"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this sparsify reads (version 1: dense layers only)
+READABLE_VERSIONS = (1, 2)
 _MAX_LAYERS = 10_000
 
 
@@ -42,13 +49,13 @@ def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT_NAME),
         "format_version": np.array(FORMAT_VERSION),
-        "activations": np.array(net.activations, dtype=str),
+        "activations": np.array([getattr(layer, "activation", "") for layer in net.layers], dtype=str),
         "kinds": np.array([layer.kind for layer in net.layers], dtype=str),
     }
     for k, layer in enumerate(net.layers):
-        arrays[f"W{k}"] = layer.weight
-        if layer.bias is not None:
-            arrays[f"b{k}"] = layer.bias
+        arrays.update(_kinds.layer_arrays(layer, k))
+    if any(layer.kind != "dense" for layer in net.layers):
+        arrays["input_shape"] = np.array(net.input_shape)
     return arrays
 
 
@@ -113,9 +120,10 @@ def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | 
         if not isinstance(fmt, np.ndarray) or fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT_NAME:
             raise ValueError(f"model: {source} has format {fmt!r}, expected {FORMAT_NAME!r}.")
         version = data.get("format_version")
-        if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+        if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) not in READABLE_VERSIONS:
             raise ValueError(
-                f"model: {source} has format_version {version!r}; this sparsify reads version {FORMAT_VERSION}. "
+                f"model: {source} has format_version {version!r}; this sparsify reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. "
                 "Upgrade sparsify or re-save the model."
             )
         if "activations" not in data:
@@ -129,19 +137,21 @@ def arrays_to_network(data: dict[str, np.ndarray], activations: Sequence[str] | 
             )
         w_keys = _indexed(data, [r"W(\d+)"], source)
         b_keys = _indexed(data, [r"b(\d+)"], source)
+        activations = stored
+        if "kinds" in data:
+            kinds = _names_entry(data, "kinds", source)
+            if any(k != "dense" for k in kinds):
+                if int(version) < 2:
+                    raise ValueError(f"model: {source} holds layer kinds {kinds}, which need format version 2.")
+                return _kinds.network_from_arrays(data, kinds, activations, source)
+            if len(kinds) != len(w_keys):
+                raise ValueError(f"model: {source} stores {len(kinds)} layer kinds for {len(w_keys)} weight "
+                                 "matrices; the file is damaged: re-save the model with sparsify.save.")
         if len(stored) != len(w_keys):
             raise ValueError(
                 f"model: {source} stores {len(stored)} activation names {stored} for {len(w_keys)} weight "
                 "matrices; the file is damaged: re-save the model with sparsify.save."
             )
-        activations = stored
-        if "kinds" in data:
-            kinds = _names_entry(data, "kinds", source)
-            if len(kinds) != len(w_keys):
-                raise ValueError(f"model: {source} stores {len(kinds)} layer kinds for {len(w_keys)} weight "
-                                 "matrices; the file is damaged: re-save the model with sparsify.save.")
-            if any(k != "dense" for k in kinds):
-                raise ValueError(f"model: {source} holds layer kinds {kinds}; this version reads 'dense' only.")
     else:
         w_keys = _indexed(data, [r"W(\d+)", r"w(\d+)", r"weight_?(\d+)"], source)
         b_keys = _indexed(data, [r"b(\d+)", r"bias_?(\d+)"], source)

@@ -51,6 +51,9 @@ from ..network import Dense, Network
 
 __all__ = [
     "budgets",
+    "conv_inputs",
+    "conv_networks",
+    "conv_networks_with_inputs",
     "dtypes",
     "eps_delta",
     "inputs",
@@ -384,3 +387,6 @@ def side_sensitivities(n=(1, 30), *, dead: bool = False, sorted_desc: bool = Fal
     elems = st.one_of(st.just(0.0), st.floats(1e-3, 1.0))
     vec = hnp.arrays(np.float64, st.integers(*size), elements=elems)
     return vec.filter(lambda s: s.sum() > 0).map(finish)
+
+
+from ._conv_strategies import conv_inputs, conv_networks, conv_networks_with_inputs  # noqa: E402
