@@ -150,6 +150,8 @@ def recall_points(rows) -> list[dict]:
                                         r["test_accuracy"])
         out.append(dict(mode=r["mode"], method=r["method"], keep=float(r["keep"]), seed=int(r["seed"]),
                         alpha=alpha, fraction=fraction,
+                        accuracy_ratio=float(r["test_accuracy"]) / float(ref["test_accuracy"])
+                        if ref["test_accuracy"] > 0 else float("nan"),
                         before=relative_recall(ref["per_class_recall"], ref["test_accuracy"]),
                         after=relative_recall(r["per_class_recall"], r["test_accuracy"])))
     return out
@@ -207,7 +209,15 @@ def _recall_block(rows, mode, measure, title, level) -> str:
     table = {k: v for k, v in recall_table(rows, level, measure).items() if k[0] == mode}
     if not table:
         return ""
-    fmt = _num if measure == "alpha" else (lambda x: "-" if not math.isfinite(x) else f"{x:.2f}")
+    if measure == "alpha":
+        fmt = _num
+    else:  # a share of classes: the interval is clipped to [0, 1]
+        def fmt(x):
+            return "-" if not math.isfinite(x) else f"{min(1.0, max(0.0, x)):.2f}"
+    ratio: dict = {}
+    for p in recall_points(rows):
+        if p["mode"] == mode:
+            ratio.setdefault((p["method"], p["keep"]), []).append(p["accuracy_ratio"])
     methods = sorted({k[1] for k in table}, key=_method_order)
     keeps = sorted({k[2] for k in table}, reverse=True)
     head = ["method"] + [f"keep {k:.3g}" for k in keeps]
@@ -218,10 +228,16 @@ def _recall_block(rows, mode, measure, title, level) -> str:
             v = table.get((mode, method, k))
             if v is None:
                 cells.append("-")
-            elif v[3] < 2:
-                cells.append(f"{fmt(v[0])} (n={v[3]})")
+                continue
+            mark = "*" if float(np.nanmean(ratio[(method, k)])) < 0.5 else ""
+            if v[3] < 2:
+                cells.append(f"{fmt(v[0])} (n={v[3]}){mark}")
             else:
-                cells.append(f"{fmt(v[0])} [{fmt(v[1])}, {fmt(v[2])}]")
+                cells.append(f"{fmt(v[0])} [{fmt(v[1])}, {fmt(v[2])}]{mark}")
         body.append([method] + cells)
     lines = [f"mode {mode}: {title}; mean [{100 * level:g}% t-interval] over seeds"]
-    return "\n".join(lines + _table(head, body))
+    lines += _table(head, body)
+    if any(c.endswith("*") for b in body for c in b[1:]):
+        lines.append("* mean test accuracy below half the dense network's: the pruned network predicts few "
+                     "classes, and relative recall mostly measures which")
+    return "\n".join(lines)
