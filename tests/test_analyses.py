@@ -231,3 +231,23 @@ def test_report_on_an_older_results_file(tiny_runs, tmp_path, capsys):
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "config.json or results.csv" in capsys.readouterr().err
+
+
+def test_a_resumed_cascade_averages_the_instability_of_its_recorded_steps(tiny_runs, tmp_path):
+    """Resuming after step 0 of a cascade: the next row's instability also counts step 0's, from its row."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_runs["iterative"], folder)
+    rows = E.read_results_csv(folder / "results.csv")
+    E.write_results_csv(folder / "results.csv", [r for r in rows if r["keep"] != 0.2])
+    for step1 in (folder / "networks").glob("chain-*-step1.npz"):   # pretend step 1 never finished
+        step1.rename(step1.with_name(step1.name.replace("step1", "step0")))
+    cfg = E.ExperimentConfig.from_dict(dict(TINY, mode="iterative", prune_every=1))
+    E.run_experiment(cfg, folder, log=io.StringIO(), plots=False)
+    back = {(r["method"], r["seed"], r["keep"]): r for r in E.read_results_csv(folder / "results.csv")}
+    for method in TINY["methods"]:
+        first, second = back[(method, 0, 0.5)], back[(method, 0, 0.2)]
+        step0 = E.instability(first["accuracy_before_prune"], first["accuracy_after_prune"])
+        step1 = E.instability(second["accuracy_before_prune"], second["accuracy_after_prune"])
+        assert second["instability"] == pytest.approx((step0 + step1) / 2)

@@ -35,14 +35,19 @@ resumed run does not retrain them.
 Method names: ``sipp-det``, ``sipp-rand``, ``sipp-hybrid`` (SiPP with the
 authors' default allocations), ``sipp-det-balanced`` (det with the balanced
 allocation), ``magnitude-global``, ``magnitude-layer``, ``random``, ``snip``,
-``wanda`` (:mod:`sparsify.baselines`), and ``dense``.
+``wanda``, ``undecayed`` (:mod:`sparsify.baselines`), and ``dense``.
 
 Modules: :mod:`~sparsify.experiment.config` (settings, TOML),
 :mod:`~sparsify.experiment.results` (``results.csv``: append, read back
 strictly), :mod:`~sparsify.experiment.summary` (accuracy tables, commensurate
 prune ratios), :mod:`~sparsify.experiment.plots`,
-:mod:`~sparsify.experiment.folder` (the run's folder and cached networks) and
-:mod:`~sparsify.experiment.run` (the grid of cells, resume, final files).
+:mod:`~sparsify.experiment.folder` (the run's folder and cached networks),
+:mod:`~sparsify.experiment.run` (the grid of cells, resume, final files),
+:mod:`~sparsify.experiment.analyses` (recall distortion),
+:mod:`~sparsify.experiment.stability` (generalization–stability),
+:mod:`~sparsify.experiment.during` (mode ``during``, class imbalance),
+:mod:`~sparsify.experiment.analysis_output` (the analyses' files) and
+:mod:`~sparsify.experiment.rerender` (``sparsify report``).
 """
 from __future__ import annotations
 
