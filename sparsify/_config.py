@@ -6,6 +6,9 @@ never read from module globals (Numba freezes globals at compile time).
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 
@@ -39,3 +42,94 @@ def njit(*args, parallel: bool = False, fastmath: bool = False, **kwargs):
 
 
 prange = numba.prange
+
+
+# --- machine-dependent choices of the sensitivity step (docs/performance.md) -------------
+#: environment variable that overrides the vector width of the max-times kernel:
+#: "256" (AVX2 ``ymm``) or "512" (AVX-512 ``zmm``); unset or "auto": the host's
+VECTOR_BITS_ENV = "SPARSIFY_VECTOR_BITS"
+
+_vector_bytes_cache: dict = {}
+
+
+def host_has_avx512() -> bool:
+    """True when LLVM (llvmlite) reports AVX-512 F, BW, DQ and VL on this CPU."""
+    import llvmlite.binding as llvm
+
+    try:
+        features = llvm.get_host_cpu_features()
+    except RuntimeError:  # llvmlite cannot tell on this platform
+        return False
+    return all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl"))
+
+
+def _numba_targets_the_host() -> bool:
+    """False when NUMBA_CPU_NAME asks Numba to compile for another CPU (e.g. "generic",
+    for a cache shared between machines) without AVX-512 in NUMBA_CPU_FEATURES: 64-byte
+    vectors would then be split into narrower ones, so 32 is the better guess."""
+    name = (numba.config.CPU_NAME or "host").lower()
+    if name == "host":
+        return True
+    return "+avx512f" in (numba.config.CPU_FEATURES or "")
+
+
+def vector_bytes() -> int:
+    """The vector width (bytes) the max-times kernel runs with in this process: 64
+    (AVX-512 ``zmm``, 8 float64 or 16 float32 points per vector, a register tile for
+    32 registers) when the host has AVX-512 (and Numba compiles for the host), else 32 (AVX2 ``ymm``, a tile for 16);
+    ``SPARSIFY_VECTOR_BITS=256`` or ``512`` overrides it. Read once per process, when
+    the kernel first runs. Every width gives the same bits (each term is one IEEE
+    multiply, and a maximum is exact)."""
+    if "value" not in _vector_bytes_cache:
+        raw = os.environ.get(VECTOR_BITS_ENV, "auto").strip().lower()
+        if raw in ("", "auto"):
+            value = 64 if host_has_avx512() and _numba_targets_the_host() else 32
+        elif raw in ("256", "512"):
+            value = int(raw) // 8
+        else:
+            raise ValueError(
+                f"{VECTOR_BITS_ENV}: expected 256, 512 or auto, got {raw!r}; unset it to use the host's "
+                "vector width."
+            )
+        _vector_bytes_cache["value"] = value
+    return _vector_bytes_cache["value"]
+
+
+#: a step of the sensitivity computation whose work (multiply-adds, or weights times
+#: POINT_MULTIPLE for a pass over the weights) is below this runs on the calling
+#: thread only: starting Numba's thread pool, and waiting at each parallel region
+#: for a worker the OS has not scheduled yet, costs more than the work. Override with
+#: the environment variable SPARSIFY_SERIAL_WORK (0: always parallel).
+SERIAL_WORK_ENV = "SPARSIFY_SERIAL_WORK"
+SERIAL_WORK = 1_000_000
+
+
+def serial_work() -> int:
+    """:data:`SERIAL_WORK`, or the value of ``SPARSIFY_SERIAL_WORK`` when set."""
+    raw = os.environ.get(SERIAL_WORK_ENV, "").strip()
+    if not raw:
+        return SERIAL_WORK
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{SERIAL_WORK_ENV}: expected a nonnegative integer (multiply-adds), got {raw!r}; "
+                         f"unset it for the default {SERIAL_WORK}.")
+    return value
+
+
+@contextmanager
+def serial_below(work: int):
+    """Run the parallel kernels of the block on one thread when ``work`` is below
+    :func:`serial_work` (``numba.set_num_threads(1)``, restored on exit). The results
+    are the same bits: no kernel's result depends on the thread count."""
+    if work >= serial_work():
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

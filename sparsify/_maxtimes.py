@@ -22,10 +22,16 @@ tile reads consecutive in memory; with all ``r+`` rows before all ``r-`` rows, t
 two groups could fall into the same L1 sets.)
 
 Why LLVM code. The loop runs over points, with the points in the vector lanes
-(4 float64 or 8 float32 in 32 bytes) and the 12 accumulators of the tile in
-vector registers for the whole run of points; per step it loads one vector of
-each of the 2 input rows and, folded into each multiply, one vector of the
-edge's ``r`` row: 12 multiplies and 12 maxima for 14 loads. Written as Numba
+(4 float64 or 8 float32 in 32 bytes, twice that in 64) and the accumulators of
+the tile in vector registers for the whole run of points; per step it loads one
+vector of each of the 2 input rows and, folded into each multiply, one vector of
+the edge's ``r`` row: for the 6 x 2 tile, 12 multiplies and 12 maxima for 14 loads.
+
+Vector width. The width is a compile-time constant of the tile: 32 bytes (AVX2
+``ymm``, 16 registers, tile 6 x 2) or 64 bytes (AVX-512 ``zmm``, 32 registers,
+tile 12 x 2), one parallel pass per width; :func:`max_times` runs the one
+:func:`sparsify._config.vector_bytes` picks from the host's features (or the
+``SPARSIFY_VECTOR_BITS`` override). Both widths give the same bits. Written as Numba
 source, this loop is a reduction over points that LLVM's loop vectoriser keeps
 scalar (float maxima are not reassociated without the "no NaNs" flag, which the
 project does not set) or spills. Here the loop is emitted directly as LLVM IR
@@ -51,27 +57,33 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._config import njit, prange
+from ._config import vector_bytes as vector_bytes_in_use
 
-#: neurons and inputs of one register tile: 12 accumulators plus 2 input vectors
-#: fit the 16 vector registers of AVX2 (structural constants: the tile is unrolled
-#: when the kernel compiles)
-TILE_I = 6
+#: register tiles (neurons, inputs) per vector width in bytes: with AVX2's 16 ``ymm``
+#: registers, 6 x 2 = 12 accumulators plus 2 input vectors; with AVX-512's 32 ``zmm``
+#: registers, 12 x 2 = 24 accumulators plus 2 input vectors (structural constants:
+#: the tile is unrolled when the kernel compiles)
+REGISTER_TILES = {32: (6, 2), 64: (12, 2)}
+
+#: the padded layout, the same for every vector width (so that the products around
+#: the kernel see the same shapes and give the same bits whichever width runs):
+#: ``n_out`` is padded to a multiple of TILE_I, ``n_in`` of TILE_J, the point
+#: dimension of ``AT`` and ``r`` to a multiple of POINT_MULTIPLE (a whole 64-byte
+#: vector of float32), all with zeros
+TILE_I = 12
 TILE_J = 2
+POINT_MULTIPLE = 16
 
-#: bytes of one vector register the tile is written for (AVX2 ymm)
-VECTOR_BYTES = 32
-
-#: the point dimension of ``AT`` and ``r`` is padded to a multiple of this many
-#: points (a whole vector for float32 and float64), with zeros
-POINT_MULTIPLE = 8
+#: vector widths (bytes) the kernel is written for: 32 (AVX2 ``ymm``), 64 (AVX-512 ``zmm``)
+VECTOR_WIDTHS = tuple(REGISTER_TILES)
 
 
-def lanes(dtype) -> int:
-    """Points per vector: 4 for float64, 8 for float32."""
-    return VECTOR_BYTES // np.dtype(dtype).itemsize
+def lanes(dtype, vector_bytes: int = 32) -> int:
+    """Points per vector: 4 (float64) or 8 (float32) in 32 bytes, 8 or 16 in 64."""
+    return vector_bytes // np.dtype(dtype).itemsize
 
 
-def max_times_tile_py(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
+def max_times_tile_py(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j, vector_bytes=32):
     """Readable twin of :func:`max_times_tile` (same arguments, same bits)."""
     for a in range(n_i):
         for b in range(n_j):
@@ -88,7 +100,7 @@ def _is_c_float_matrix(ty) -> bool:
 
 
 @intrinsic
-def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
+def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j, vector_bytes):
     """``R[i, j] = max(R[i, j], max_{x_lo <= x < x_hi} AT[j, x] * r[row(i, j), x])`` on one tile.
 
     AT: (inputs, points) and r: (2 neurons, points), C-contiguous, one float
@@ -98,16 +110,17 @@ def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
     maxima, updated in place;
     ``i0, j0``: the tile's first neuron and input (the tile must lie inside R);
     ``x_lo, x_hi``: multiples of the vector width; ``n_i, n_j``: the tile's
-    shape, compile-time integer literals. No bounds are checked: the caller
+    shape, and ``vector_bytes`` (32 or 64) its vector width, compile-time
+    integer literals. No bounds are checked: the caller
     (:func:`max_times`) guarantees them.
     """
-    if not (isinstance(n_i, types.IntegerLiteral) and isinstance(n_j, types.IntegerLiteral)):
+    if not all(isinstance(n, types.IntegerLiteral) for n in (n_i, n_j, vector_bytes)):
         return None
     if not all(_is_c_float_matrix(a) for a in (AT, r, SW, R)) or not (AT.dtype == r.dtype == SW.dtype == R.dtype):
         return None
-    I, J = n_i.literal_value, n_j.literal_value
+    I, J, V = n_i.literal_value, n_j.literal_value, vector_bytes.literal_value
     dtype = AT.dtype
-    sig = types.void(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j)
+    sig = types.void(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j, vector_bytes)
 
     def codegen(context, builder, sig, args):
         intp_t = types.intp
@@ -122,7 +135,7 @@ def max_times_tile(typingctx, AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j):
 
         ft = context.get_value_type(dtype)
         itemsize = context.get_abi_sizeof(ft)
-        n_lanes = VECTOR_BYTES // itemsize
+        n_lanes = V // itemsize
         vt = ir.VectorType(ft, n_lanes)
         arrays = [context.make_array(sig.args[k])(context, builder, args[k]) for k in range(4)]
         at, rr, sw, acc = arrays
@@ -202,28 +215,16 @@ if numba.config.DISABLE_JIT:  # kernels run as plain Python: the twin is the ker
 
 
 # --- the whole pass: parallel tasks of register tiles ------------------------------------
+# One pass per vector width, alike but for the width and register tile passed to the
+# tile as compile-time constants (a Numba global is frozen into the code as a literal);
+# separate functions, so that each has its own entry in Numba's cache.
+_I32, _J32 = REGISTER_TILES[32]
+_I64, _J64 = REGISTER_TILES[64]
+
+
 @njit(parallel=True)
-def max_times(AT, r, SW, R, tile_i, tile_j, tile_x):
-    """``R[i, j] = max(R[i, j], max_x AT[j, x] * r^{sign W_ij}[i, x])`` for all ``(i, j)``.
-
-    AT: (n_in, n_points) the input block A >= 0 transposed; r: (2 n_out, n_points)
-    the reciprocals, row ``2i`` for ``r+_i`` and ``2i+1`` for ``r-_i``; SW:
-    (2 n_out, n_in) the stacked weights in the same order (rows ``2i = W+_i``,
-    ``2i+1 = W-_i``; only the signs of the even rows are read); R: (n_out, n_in)
-    running maxima, updated in place. Everything is padded:
-    ``n_out`` a multiple of ``TILE_I``, ``n_in`` of ``TILE_J``, ``n_points`` of
-    ``POINT_MULTIPLE`` (with zero rows and columns, which never raise a maximum);
-    ``tile_i``, ``tile_j``, ``tile_x`` multiples of the same.
-
-    Parallel over (``tile_i`` neurons) x (``tile_j`` inputs) tasks; each task owns
-    its block of ``R``, so no two threads write one entry and the result does not
-    depend on the thread count. Inside a task, for each cache block of
-    ``tile_x`` points, each register tile of ``TILE_I`` x ``TILE_J`` edges runs
-    over the block's points in :func:`max_times_tile`; the
-    ``r`` rows of ``TILE_I`` neurons (``2 TILE_I tile_x`` values) stay in L1 while
-    the task sweeps its inputs, and the task's part of ``AT``
-    (``tile_j x tile_x``) in L2 while it sweeps its neurons.
-    """
+def _max_times_32(AT, r, SW, R, tile_i, tile_j, tile_x):
+    """:func:`max_times` with 32-byte vectors (AVX2) and the 6 x 2 register tile."""
     n_out, n_in = R.shape
     n_points = AT.shape[1]
     n_itiles = (n_out + tile_i - 1) // tile_i
@@ -235,6 +236,56 @@ def max_times(AT, r, SW, R, tile_i, tile_j, tile_x):
         j_hi = min((jt + 1) * tile_j, n_in)
         for x_lo in range(0, n_points, tile_x):
             x_hi = min(x_lo + tile_x, n_points)
-            for i0 in range(it * tile_i, i_hi, TILE_I):
-                for j0 in range(jt * tile_j, j_hi, TILE_J):
-                    max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, TILE_I, TILE_J)
+            for i0 in range(it * tile_i, i_hi, _I32):
+                for j0 in range(jt * tile_j, j_hi, _J32):
+                    max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, _I32, _J32, 32)
+
+
+@njit(parallel=True)
+def _max_times_64(AT, r, SW, R, tile_i, tile_j, tile_x):
+    """:func:`max_times` with 64-byte vectors (AVX-512) and the 12 x 2 register tile."""
+    n_out, n_in = R.shape
+    n_points = AT.shape[1]
+    n_itiles = (n_out + tile_i - 1) // tile_i
+    n_jtiles = (n_in + tile_j - 1) // tile_j
+    for task in prange(n_itiles * n_jtiles):
+        it = task // n_jtiles
+        jt = task - it * n_jtiles
+        i_hi = min((it + 1) * tile_i, n_out)
+        j_hi = min((jt + 1) * tile_j, n_in)
+        for x_lo in range(0, n_points, tile_x):
+            x_hi = min(x_lo + tile_x, n_points)
+            for i0 in range(it * tile_i, i_hi, _I64):
+                for j0 in range(jt * tile_j, j_hi, _J64):
+                    max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, _I64, _J64, 64)
+
+
+_PASSES = {32: _max_times_32, 64: _max_times_64}
+
+
+def max_times(AT, r, SW, R, tile_i, tile_j, tile_x, vector_bytes=None):
+    """``R[i, j] = max(R[i, j], max_x AT[j, x] * r^{sign W_ij}[i, x])`` for all ``(i, j)``.
+
+    AT: (n_in, n_points) the input block A >= 0 transposed; r: (2 n_out, n_points)
+    the reciprocals, row ``2i`` for ``r+_i`` and ``2i+1`` for ``r-_i``; SW:
+    (2 n_out, n_in) the stacked weights in the same order (rows ``2i = W+_i``,
+    ``2i+1 = W-_i``; only the signs of the even rows are read); R: (n_out, n_in)
+    running maxima, updated in place. Everything is padded:
+    ``n_out`` a multiple of ``TILE_I``, ``n_in`` of ``TILE_J``, ``n_points`` of
+    ``POINT_MULTIPLE`` (with zero rows and columns, which never raise a maximum);
+    ``tile_i``, ``tile_j``, ``tile_x`` multiples of the same.
+    ``vector_bytes``: 32 or 64, the width the pass runs with; None takes
+    :func:`sparsify._config.vector_bytes` (the host's, or the override). Every
+    width gives the same bits.
+
+    Parallel over (``tile_i`` neurons) x (``tile_j`` inputs) tasks; each task owns
+    its block of ``R``, so no two threads write one entry and the result does not
+    depend on the thread count. Inside a task, for each cache block of
+    ``tile_x`` points, each register tile of the width's ``REGISTER_TILES`` edges
+    runs over the block's points in :func:`max_times_tile`; the ``r`` rows of the
+    tile's neurons stay in L1 while the task sweeps its inputs, and the task's
+    part of ``AT`` (``tile_j x tile_x``) in L2 while it sweeps its neurons.
+    """
+    if vector_bytes is None:
+        vector_bytes = vector_bytes_in_use()
+    _PASSES[vector_bytes](AT, r, SW, R, tile_i, tile_j, tile_x)

@@ -322,7 +322,8 @@ def baseline_masks(network: Network, X_S=None, *, keep=None, budget=None, method
 
 
 def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: str = "magnitude-global",
-                   y_S=None, rng=None, *, layers=None, exclude=None, weight_decay: float = DEFAULT_WEIGHT_DECAY):
+                   y_S=None, rng=None, *, layers=None, exclude=None, reconstruct: bool = False,
+                   calibration=None, lam=None, pattern=None, weight_decay: float = DEFAULT_WEIGHT_DECAY):
     """Prune ``network`` with a baseline and report it like :func:`sparsify.prune`.
 
     Parameters
@@ -337,7 +338,12 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     y_S : int labels of S (needed by "snip" and "undecayed"; label batches when S is batches).
     rng : seed or Generator (used by "random").
     layers, exclude : at most one: layers to prune, or layers left dense.
-    weight_decay : the training weight decay lambda of the "undecayed" score (ignored by the others).
+    reconstruct, calibration, lam, pattern : least-squares refit of the kept weights
+        (:mod:`sparsify.reconstruct`) and N:M selection (:mod:`sparsify.patterns`), as in
+        :func:`sparsify.prune`. ``method="obs"`` runs :func:`sparsify.obs.prune_obs`
+        (``lam`` is then its damping).
+    weight_decay : the training weight decay lambda of the "undecayed" score (ignored by the others;
+        with reconstruct, calibration, lam or pattern the default lambda is used).
 
     Returns
     -------
@@ -353,6 +359,20 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
             "X_S: prune_baseline needs the batch S (X_S=...) for the report, which measures each side's "
             "pre-activation error on S like sparsify.prune does; use baseline_masks() for masks alone."
         )
+    # --- OBS, N:M pattern and least-squares refit (sparsify.obs, .patterns, .reconstruct) ---
+    if method == "obs" or reconstruct is not False or pattern is not None or calibration is not None \
+            or lam is not None:
+        from .reconstruct import baseline_with_options
+
+        if layers is not None or exclude is not None:
+            raise ValueError("layers/exclude: not supported together with method='obs', reconstruct, calibration, "
+                             "lam or pattern yet; prune every layer, or refit separately with "
+                             "sparsify.reconstruct.reconstruct.")
+        if method != "obs":
+            check_choice(method, "method", METHODS)
+        return baseline_with_options(network, X_S, keep=keep, budget=budget, method=method, y_S=y_S, rng=rng,
+                                     reconstruct=reconstruct, calibration=calibration, lam=lam, pattern=pattern)
+    # --- end ---
     t0 = time.perf_counter()
     _check_call(network, method, X_S)
     sel = select_layers(network, keep, budget, layers, exclude)

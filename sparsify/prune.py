@@ -125,7 +125,8 @@ def _check_finite(weights, method: str) -> None:
 
 def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, allocation: str | None = None,
           rng=None, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, *, layers=None,
-          exclude=None, patch_reduction: str | None = None) -> PruneResult:
+          exclude=None, patch_reduction: str | None = None, reconstruct: bool = False,
+          calibration=None, lam=None, pattern=None) -> PruneResult:
     """Prune ``network`` with SiPP using the batch ``X_S``.
 
     Parameters
@@ -161,6 +162,12 @@ def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, al
     patch_reduction : {"max", "mean"}, optional
         Reduction of a convolution's ``g_ij(x, p)`` over patches (docs/theory.md S15);
         default per method as the authors (:data:`DEFAULT_PATCH_REDUCTION`).
+    reconstruct, calibration, lam : bool, array (n, n_in), float > 0
+        Refit the kept weights and biases by ridge least squares on S plus
+        ``calibration`` (relative ridge ``lam``); see :mod:`sparsify.reconstruct`.
+    pattern : "N:M", optional
+        Keep the top-N sensitivities of every group of M consecutive inputs
+        (method "det"; replaces keep/budget); see :mod:`sparsify.patterns`.
 
     Returns
     -------
@@ -173,6 +180,19 @@ def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, al
     t0 = time.perf_counter()
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
+    # --- N:M pattern and least-squares refit (sparsify.patterns, sparsify.reconstruct) ---
+    if reconstruct is not False or pattern is not None or calibration is not None or lam is not None:
+        from .reconstruct import sipp_with_options
+
+        check_options(method, allocation, delta, C)
+        if layers is not None or exclude is not None or not isinstance(keep, (type(None), int, float)):
+            raise ValueError("layers/exclude/per-layer keep: not supported together with reconstruct, calibration, "
+                             "lam or pattern yet; prune every layer with one keep, or refit separately with "
+                             "sparsify.reconstruct.reconstruct.")
+        return sipp_with_options(network, X_S, keep=keep, budget=budget, method=method, allocation=allocation,
+                                 rng=rng, delta=delta, C=C, reconstruct=reconstruct, calibration=calibration,
+                                 lam=lam, pattern=pattern)
+    # --- end ---
     allocation, delta, C = check_options(method, allocation, delta, C)
     sel = select_layers(network, keep, budget, layers, exclude)
     gen = check_rng(rng)

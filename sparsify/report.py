@@ -73,6 +73,9 @@ class Report:
         if not self.layers:  # a report built by hand without rows
             return self.total
         return int(sum(r["total"] for r in self.layers if not r.get("excluded", False)))
+    #: non-empty after a least-squares refit (docs/theory.md S16): the eps/err columns of
+    #: selection no longer apply; rows carry ``refit_err_before``/``refit_err_after`` instead
+    refit: str = ""
 
     @property
     def keep_requested(self) -> float:
@@ -92,6 +95,8 @@ class Report:
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        if not self.refit:  # the key appears only for refitted networks
+            out.pop("refit")
         out.update(
             keep_requested=self.keep_requested,
             keep_achieved=self.keep_achieved,
@@ -126,6 +131,11 @@ class Report:
                 str(r["dead_sides"]), str(r["sampled_sides"]), str(r["det_sides"]), str(r["full_sides"]),
                 _num(r["eps_max"]), _num(r["eps_mean"]), _num(r["err_max"]), _num(r["err_mean"]),
             ])
+        if self.refit:  # measured errors of the refit only (sparsify.reconstruct)
+            head += f"\n{self.refit}"
+            cols += ["refit err before", "after"]
+            for row, r in zip(rows, self.layers):
+                row += [_num(r.get("refit_err_before")), _num(r.get("refit_err_after"))]
         widths = [max(len(c), *(len(row[k]) for row in rows)) for k, c in enumerate(cols)]
         line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
         table = [head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows]

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import _blas
 from ._blas import row_block, row_parts, single_threaded_blas
-from ._config import njit, prange
+from ._config import njit, prange, serial_below
 from ._maxtimes import POINT_MULTIPLE, TILE_I, TILE_J
 from ._maxtimes import max_times as _max_times
 from ._validation import check_scalar
@@ -160,7 +160,8 @@ class _LayerMaxima:
         self.n_in = _round_up(n_in, TILE_J)
         # rows W+_i, W-_i interleaved, padded to 2 self.n_out rows and self.n_in columns
         self.stacked = np.empty((2 * self.n_out, self.n_in), dtype=W.dtype)
-        stack_sides(self.W, self.W, self.stacked)
+        with serial_below(self.stacked.size * POINT_MULTIPLE):  # small layers: on this thread
+            stack_sides(self.W, self.W, self.stacked)
         self.R = np.zeros((self.n_out, self.n_in), dtype=W.dtype)
         self.tiles = {"tile_i": _round_up(tiles["tile_i"], TILE_I), "tile_j": _round_up(tiles["tile_j"], TILE_J),
                       "tile_x": _round_up(tiles["tile_x"], POINT_MULTIPLE)}
@@ -192,11 +193,12 @@ class _LayerMaxima:
         """
         if A.shape[0] == 0:
             return
-        if A.min() < 0:
-            self._update_part(A, +1, keep)
-            self._update_part(A, -1, keep)
-        else:
-            self._update_part(A, 0, keep)
+        with serial_below(A.shape[0] * self.R.size):  # small blocks: on this thread, same bits
+            if A.min() < 0:
+                self._update_part(A, +1, keep)
+                self._update_part(A, -1, keep)
+            else:
+                self._update_part(A, 0, keep)
 
     def _update_part(self, A: np.ndarray, part: int, keep: int = 0) -> None:
         """One GEMM and one max-times pass for ``A`` (part 0), ``max(A, 0)`` (+1) or ``max(-A, 0)`` (-1)."""
@@ -214,7 +216,8 @@ class _LayerMaxima:
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
         s = np.empty_like(self.W)
-        _finish(self.W, self.R, s)
+        with serial_below(self.R.size * POINT_MULTIPLE):
+            _finish(self.W, self.R, s)
         return s
 
 

@@ -139,7 +139,9 @@ def test_prune_choices_and_defaults_come_from_the_package():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices["prune"]
     opts = {a.dest: a for a in sub._actions}
-    assert tuple(opts["method"].choices) == METHODS and opts["method"].default == DEFAULT_METHOD
+    # the default is resolved at run time: DEFAULT_METHOD, or "det" with --pattern (top-N per group)
+    assert tuple(opts["method"].choices) == METHODS and opts["method"].default is None
+    assert DEFAULT_METHOD in opts["method"].help
     assert tuple(opts["allocation"].choices) == allocation.ALLOCATIONS
     assert opts["delta"].default == bounds.DEFAULT_DELTA and opts["C"].default == bounds.DEFAULT_C
 

@@ -66,8 +66,8 @@ def register(sub) -> None:
     size.add_argument("--budget", type=int, metavar="N", help="number of weights to keep")
     p.add_argument("--exclude", type=_index_list_arg, metavar="I,J",
                    help="layers left dense (every weight kept, outside the budget), e.g. 0,2")
-    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
-                   help=f"per-side rule (default: {DEFAULT_METHOD})")
+    p.add_argument("--method", choices=list(METHODS), default=None,
+                   help=f"per-side rule (default: {DEFAULT_METHOD}; det with --pattern)")
     defaults = ", ".join(f"{a} for {m}" for m, a in DEFAULT_ALLOCATION.items())
     p.add_argument("--allocation", choices=list(ALLOCATIONS), default=None,
                    help=f"budget rule (default: {defaults})")
@@ -76,6 +76,13 @@ def register(sub) -> None:
                    help=f"failure probability of the bounds (default {DEFAULT_DELTA:g})")
     p.add_argument("--C", type=float, default=DEFAULT_C,
                    help=f"out-of-sample constant C of g(x) <= C s (default {DEFAULT_C:g})")
+    # least-squares refit and N:M patterns (sparsify.reconstruct, sparsify.patterns)
+    p.add_argument("--reconstruct", action="store_true",
+                   help="refit kept weights and biases by ridge least squares (no bound applies after)")
+    p.add_argument("--calibration", metavar="C.npy", help="extra calibration points for --reconstruct")
+    p.add_argument("--lam", type=float, default=None,
+                   help="relative ridge of --reconstruct, times the mean Gram diagonal (default 1e-4)")
+    p.add_argument("--pattern", metavar="N:M", help="keep the top-N sensitivities of every M inputs (e.g. 2:4)")
     p.add_argument("--out", required=True, metavar="OUT.npz", help="where to write the pruned model")
     p.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
     p.add_argument("--masks", metavar="MASKS.npz",
@@ -94,11 +101,16 @@ def run(args) -> int:
     check_outputs((args.out, "--out"), (args.json, "--json"), (args.masks, "--masks"))  # before the work
     net = load_model(args)
     X = load_points(args.data)
-    keep = args.keep if args.keep is not None or args.budget is not None else DEFAULT_KEEP
+    keep = args.keep if args.keep is not None or args.budget is not None or args.pattern else DEFAULT_KEEP
+    args.method = args.method or ("det" if args.pattern else DEFAULT_METHOD)
+    extra = dict(reconstruct=args.reconstruct, lam=args.lam, pattern=args.pattern,
+                 calibration=load_points(args.calibration, "--calibration") if args.calibration else None)
+    if args.exclude is not None:
+        extra["exclude"] = args.exclude
     if not args.quiet:
         print(f"pruning {net} with {args.method} on |S| = {X.shape[0]} points ...", file=sys.stderr)
     res = prune(net, X, keep=keep, budget=args.budget, method=args.method, allocation=args.allocation,
-                rng=args.seed, delta=args.delta, C=args.C, exclude=args.exclude)
+                rng=args.seed, delta=args.delta, C=args.C, **extra)
     report = res.report.to_dict()
     report.update(model=str(args.model), data=str(args.data), seed=args.seed, out=str(args.out))
     if args.masks:
