@@ -89,3 +89,76 @@ def test_porting_section_runs(case):
         block = block.replace('case = "conv-float64"', f'case = "{case}"')
         exec(compile(block, f"{PORTING.name}[§12 block {k}]", "exec"), namespace)  # noqa: S102
     assert namespace["case"] == case
+
+
+_MARGIN = 1e-9
+
+
+def _relative_gap(a, b):
+    return np.abs(np.asarray(a, float) - np.asarray(b, float)) / np.maximum(np.abs(np.asarray(b, float)), 1e-300)
+
+
+@pytest.mark.parametrize("case", golden.CASES)
+def test_libm_dependent_decisions_are_far_from_their_boundaries(case):
+    """The exact steps that pass through exp/log/sqrt (balanced targets, the hybrid rule, draw
+    counts) sit well away from a rounding boundary, so a libm that differs in the last bit
+    elsewhere cannot flip them. Such a libm moves these values by about 1e-15 relative, and the
+    bisection on log lambda (stopped at 1e-13) by about 1e-12; the margins required are 1e-9."""
+    from sparsify import allocation as alloc
+    from sparsify.bounds import DEFAULT_C, DEFAULT_DELTA, alpha, patch_sizes
+    from sparsify.prune import _Plan
+    from sparsify.sampling import expected_unique
+
+    data = golden.load(case)
+    net = golden.network(case, data)
+    budget = int(data["budget"])
+    mats = [layer.weight_matrix for layer in net.prunable_layers]
+    for run, opts in golden.RUNS.items():
+        C, delta = opts.get("C", DEFAULT_C), opts.get("delta", DEFAULT_DELTA)
+        s = [a.reshape(W.shape) for a, W in zip(golden.expected(case, "sensitivity", opts["patch_reduction"], data), mats)]
+        plan = _Plan(mats, s, C, delta, patch_sizes(net))
+        m = np.concatenate([t.ravel() for t in golden.expected(case, "target", run, data)])
+        if opts["allocation"] == "balanced":
+            a_side = alpha(C, delta, plan.P, plan.k)
+            m_int, lam = alloc.balanced_targets(plan.mass, plan.nnz, plan.inv_eta, budget, C, delta,
+                                                return_lambda=True, alpha_side=a_side)
+            np.testing.assert_array_equal(m_int, m)
+            live = (plan.mass > 0) & (plan.nnz > 0)
+            cap = np.where(live, plan.nnz, 0).astype(float)
+            m_cont = alloc._balanced_m(lam, a_side * plan.mass, plan.inv_eta, cap)
+            inner = (m_cont > 0) & (m_cont < cap)
+            frac = m_cont[inner] - np.floor(m_cont[inner])
+            assert np.min(np.minimum(frac, 1 - frac)) > _MARGIN
+            # the sides rounded up and the sides rounded down are separated by a gap in fractional
+            # part, except exact ties between sides with the same inputs (equal everywhere; the
+            # lower side index wins)
+            up = (m > np.floor(m_cont))[inner]
+            if up.any() and (~up).any():
+                inputs = np.stack([(a_side * plan.mass)[inner], plan.inv_eta[inner], cap[inner]], axis=1)
+                low = np.argmin(np.where(up, frac, np.inf))
+                tied = ~up & (frac == frac[low])
+                assert np.all(frac[~up & ~tied] < frac[low] - _MARGIN)
+                assert np.all(inputs[tied] == inputs[low])
+        _, _, flags = plan.plan(opts["method"], m)
+        partial = (m > 0) & (m < plan.nnz) & ~plan.dead & (m < plan.support)
+        if opts["method"] == "hybrid" and partial.any():
+            assert np.min(_relative_gap(flags["eps_det"][partial], flags["eps_rand"][partial])) > _MARGIN
+        # draw counts: replay the chunks of the sampler from the stored outcome
+        draws = np.concatenate([d.ravel() for d in golden.expected(case, "draws", run, data)])
+        kept = np.concatenate([alloc.side_sums(W, mk.reshape(W.shape)).ravel()
+                               for W, mk in zip(mats, golden.expected(case, "mask", run, data))])
+        idx = np.flatnonzero(draws > 0)
+        carry, start = 0.0, 0
+        while start < idx.size:
+            size = max(1, (idx.size - start + 1) // 2)
+            chunk = idx[start:start + size]
+            start += size
+            base = m[chunk].astype(float)
+            target = np.clip(base * (1.0 + carry / base.sum()), 1e-9, plan.support[chunk] - 0.5)
+            q = [plan._q(t) for t in chunk]
+            one = target <= 1.0  # N = 1 by the rule itself, no rounding involved
+            assert np.all(draws[chunk][one] == 1)
+            above = expected_unique(q, draws[chunk]) - target
+            below = target - expected_unique(q, draws[chunk] - 1)
+            assert np.all((np.minimum(above, below) / target)[~one] > _MARGIN)
+            carry += float(base.sum() - kept[chunk].sum())

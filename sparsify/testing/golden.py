@@ -31,10 +31,11 @@ they agree to a documented ``rtol`` per dtype. Everything after them is compared
 masks, draw counts and reweighted weights are integer decisions or
 IEEE-754 arithmetic in a fixed order. Compare a port's later steps fed with the
 stored ``sensitivity`` arrays, not its own, so one rounding difference upstream
-cannot flip a near-tie downstream. (The balanced rule and the draw counts use
-``exp``/``log``; a platform whose libm differs in the last bit could in principle
-move a value across a rounding boundary. The shipped cases have none within
-reach: the test suite recomputes them on every run.)
+cannot flip a near-tie downstream. (The balanced rule, the hybrid rule and the
+draw counts go through ``exp``/``log``/``sqrt``; a libm that differs in the last
+bit moves those values by about 1e-15 relative. tests/test_golden.py checks that
+every such decision in the shipped cases is at least 1e-9 away from its
+boundary, so none can flip.)
 
 Checkers (:func:`check_sensitivities`, :func:`check_targets`, :func:`check_run`)
 raise an ``AssertionError`` naming the case, the step, the layer and the first
