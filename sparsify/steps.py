@@ -42,12 +42,12 @@ def _check_network(network) -> None:
 def _matrices(network, sensitivities) -> tuple[list, list]:
     """Weight-matrix views and the sensitivities reshaped like them (validated)."""
     weights = [layer.weight_matrix for layer in network.prunable_layers]
-    if not isinstance(sensitivities, (list, tuple)) or len(sensitivities) != len(weights):
-        raise ValueError(
-            f"sensitivities: expected a list with one array per prunable layer ({len(weights)}), got "
-            f"{type(sensitivities).__name__} of length {len(sensitivities) if hasattr(sensitivities, '__len__') else '?'}; "
-            "pass the list sparsify.sensitivity(network, X_S) returns."
-        )
+    if not isinstance(sensitivities, (list, tuple)):
+        raise TypeError(f"sensitivities: expected a list with one array per prunable layer, got "
+                        f"{type(sensitivities).__name__}; pass the list sparsify.sensitivity(network, X_S) returns.")
+    if len(sensitivities) != len(weights):
+        raise ValueError(f"sensitivities: expected one array per prunable layer ({len(weights)}), got "
+                         f"{len(sensitivities)}; pass the list sparsify.sensitivity(network, X_S) returns.")
     s_mats = []
     for k, (s, W, layer) in enumerate(zip(sensitivities, weights, network.prunable_layers)):
         s = np.asarray(s)

@@ -44,7 +44,8 @@ def test_checkers_name_case_step_layer_and_first_index():
     w = [a.copy() for a in golden.expected(case, "weight", "rand", data)]
     k, idx = 0, tuple(np.argwhere(w[0] != 0)[3])
     w[k][idx] = np.nextafter(w[k][idx], np.inf)  # one ulp: the exact steps notice
-    with pytest.raises(AssertionError, match=rf"step 'weight' \(rand\), layer 0: 1 of .* \(exact\); first at index \({idx[0]}, {idx[1]}\)"):
+    where = rf"step 'weight' \(rand\), layer 0: 1 of .* \(exact\); first at index \({idx[0]}, {idx[1]}\)"
+    with pytest.raises(AssertionError, match=where):
         golden.check_run(case, "rand", weight=w, data=data)
     with pytest.raises(AssertionError, match="step 'uniforms'"):
         golden.check_run(case, "hybrid", uniforms=golden.expected(case, "uniforms", "hybrid", data)[:-1], data=data)
@@ -115,7 +116,8 @@ def test_libm_dependent_decisions_are_far_from_their_boundaries(case):
     mats = [layer.weight_matrix for layer in net.prunable_layers]
     for run, opts in golden.RUNS.items():
         C, delta = opts.get("C", DEFAULT_C), opts.get("delta", DEFAULT_DELTA)
-        s = [a.reshape(W.shape) for a, W in zip(golden.expected(case, "sensitivity", opts["patch_reduction"], data), mats)]
+        stored = golden.expected(case, "sensitivity", opts["patch_reduction"], data)
+        s = [a.reshape(W.shape) for a, W in zip(stored, mats)]
         plan = _Plan(mats, s, C, delta, patch_sizes(net))
         m = np.concatenate([t.ravel() for t in golden.expected(case, "target", run, data)])
         if opts["allocation"] == "balanced":
@@ -162,3 +164,18 @@ def test_libm_dependent_decisions_are_far_from_their_boundaries(case):
             below = target - expected_unique(q, draws[chunk] - 1)
             assert np.all((np.minimum(above, below) / target)[~one] > _MARGIN)
             carry += float(base.sum() - kept[chunk].sum())
+
+
+def test_generate_writes_the_shipped_files_again(tmp_path, capsys):
+    assert golden.main(["generate", str(tmp_path)]) == 0
+    assert "dense-float64.npz" in capsys.readouterr().out
+    for case in golden.CASES:
+        new, old = golden.load(case, tmp_path), golden.load(case)
+        assert sorted(new) == sorted(old)
+        same_s = all(np.array_equal(new[k], old[k]) for k in old if k.startswith("sensitivity."))
+        for key, want in old.items():
+            if key.startswith("sensitivity."):
+                rtol, atol = golden.TOLERANCES["sensitivity"][str(want.dtype)]
+                np.testing.assert_allclose(new[key], want, rtol=rtol, atol=atol, err_msg=f"{case} {key}")
+            elif same_s or not key.split(".")[0] in (*golden.RUNS, "targets"):
+                np.testing.assert_array_equal(new[key], want, err_msg=f"{case} {key}")

@@ -68,6 +68,8 @@ def test_bad_sensitivities_are_refused(case):
     s = sp.sensitivity(net, X)
     with pytest.raises(ValueError, match="one array per prunable layer"):
         steps.side_targets(net, s[:2], 10)
+    with pytest.raises(TypeError, match="sensitivities"):
+        steps.side_targets(net, s[0], 10)
     with pytest.raises(ValueError, match="dtype"):
         steps.side_targets(net, [a.astype(np.float32) for a in s], 10)
     with pytest.raises(ValueError, match="budget"):
