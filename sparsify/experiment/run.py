@@ -26,6 +26,7 @@ from .folder import load_cached_network, prepare_out
 from .plots import plot_results
 from .results import append_row, cell_key, read_results_csv, write_results_csv
 from .summary import accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers, format_summary
+from .stability import instability as _instability
 
 __all__ = ["ExperimentResult", "finish", "prune_with", "reprune", "run_experiment"]
 
@@ -39,8 +40,12 @@ def _seq(*parts) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(p) for p in parts]))
 
 
-def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float):
-    """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`."""
+def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float,
+               weight_decay: float | None = None):
+    """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`.
+
+    ``weight_decay`` (the training weight decay) is the lambda of the ``undecayed`` score.
+    """
     from ..baselines import prune_baseline
     from ..prune import prune
 
@@ -50,6 +55,9 @@ def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float
         sipp_method, allocation = SIPP_METHODS[method]
         return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
                      delta=delta, C=C)
+    if method == "undecayed" and weight_decay is not None:
+        return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng,
+                              weight_decay=weight_decay)
     return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng)
 
 
@@ -66,6 +74,14 @@ def _warm_up(methods, log) -> None:
     dt = time.perf_counter() - t0
     if dt > 1.0:
         print(f"compiled pruning kernels in {dt:.1f} s (not counted in prune_seconds)", file=log, flush=True)
+
+
+def _load_dataset(cfg: ExperimentConfig):
+    """The run's dataset, with the training split made class-imbalanced when ``imbalance`` asks."""
+    from .during import imbalance_dataset
+
+    ds = _data.load_dataset(cfg.data, rng=cfg.data_seed)
+    return imbalance_dataset(ds, cfg.imbalance, cfg.data_seed, cfg.label("imbalance"))
 
 
 def _s_size(cfg: ExperimentConfig, dataset) -> int:
@@ -103,6 +119,7 @@ class _Run:
         self.count = 0
         self.resumed = len(self.done)
 
+    # -- bookkeeping --
     @classmethod
     def detached(cls, cfg: ExperimentConfig, dataset, s_size: int, done=()) -> "_Run":
         """A run without a folder, for computing cells elsewhere (a Dask task): :meth:`record`
@@ -115,7 +132,6 @@ class _Run:
         run.s_size, run.references = s_size, {}
         return run
 
-    # -- bookkeeping --
     def is_done(self, mode, method, keep, seed) -> bool:
         return cell_key(mode, method, keep, seed) in self.done
 
@@ -137,6 +153,9 @@ class _Run:
         acc = _train.accuracy(net, self.ds.X_test, self.ds.y_test)
         recall = _train.per_class_recall(net, self.ds.X_test, self.ds.y_test, self.ds.n_classes)
         return acc, recall
+
+    def train_accuracy(self, net) -> float:
+        return _train.accuracy(net, self.ds.X_train, self.ds.y_train)
 
     @staticmethod
     def row(*, method, mode, keep, seed, acc, recall, acc_pruned, acc_parent, net, prune_s=0.0,
@@ -186,14 +205,20 @@ class _Run:
         save(net, path)
         print(f"seed {seed}: trained {net!r} in {seconds:.1f} s", file=self.log, flush=True)
 
-    def record_dense(self, seed: int, dense, s_size: int):
-        """Record the ``dense`` row of ``seed`` unless done; returns the dense accuracy and recall."""
+    def draw_S(self, seed: int):
+        """The batch S of ``seed`` (points and labels), drawn from the validation split."""
+        return _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
+
+    def record_dense(self, seed: int, dense, s_size: int) -> float:
+        """Record the ``dense`` row of ``seed`` unless done; returns the dense accuracy."""
         dense_acc, dense_recall = self.evaluate(dense)
         if not self.is_done(self.cfg.mode, "dense", 1.0, seed):
-            self.record(self.row(method="dense", mode=self.cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
-                                 recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
-                                 s_size=s_size))
-        return dense_acc, dense_recall
+            row = self.row(method="dense", mode=self.cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
+                           recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
+                           s_size=s_size)
+            row["train_accuracy"] = self.train_accuracy(dense)
+            self.record(row)
+        return dense_acc
 
     # -- cells --
     def prune_cell(self, mode, method, keep, seed, parent, acc_parent, X_S, y_S, k_index):
@@ -201,7 +226,7 @@ class _Run:
         cfg = self.cfg
         t0 = time.perf_counter()
         res = prune_with(method, parent, X_S, y_S, keep, _seq(seed, 2, _method_id(method), k_index),
-                         delta=cfg.delta, C=cfg.C)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
         prune_s = time.perf_counter() - t0
         pruned = res.network
         acc_pruned, recall = self.evaluate(pruned)
@@ -215,14 +240,23 @@ class _Run:
         row = self.row(method=method, mode=mode, keep=keep, seed=seed, acc=acc, recall=recall,
                        acc_pruned=acc_pruned, acc_parent=acc_parent, net=pruned, prune_s=prune_s,
                        retrain_s=retrain_s, report=res.report, s_size=len(X_S))
+        row.update(train_accuracy=self.train_accuracy(net), accuracy_before_prune=float(acc_parent),
+                   instability=_instability(acc_parent, acc_pruned))
         return row, net, acc
 
     def run_seed(self, seed: int) -> None:
         cfg = self.cfg
         dense = self.reference(seed)
         X_S, y_S = self.draw_S(seed)
-        dense_acc, _ = self.record_dense(seed, dense, len(X_S))
+        dense_acc = self.record_dense(seed, dense, len(X_S))
         for method in cfg.methods:
+            if cfg.mode == "during":
+                from .during import during_cell
+
+                for k_index, keep in enumerate(self.grid):
+                    if not self.is_done("during", method, keep, seed):
+                        self.record(during_cell(self, method, keep, seed, X_S, y_S, k_index))
+                continue
             if cfg.mode == "iterative":
                 self.run_chain(method, seed, dense, dense_acc, X_S, y_S)
                 continue
@@ -234,37 +268,44 @@ class _Run:
         for k_index, keep in enumerate(self.lottery_grid):
             self.run_lottery(seed, keep, k_index, dense, X_S, y_S)
 
-    def draw_S(self, seed: int):
-        """The batch S of ``seed`` (points and labels), drawn from the validation split."""
-        return _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
-
-    def chain_start(self, method, seed):
-        """Where the cascade of ``(method, seed)`` resumes: ``(step, network)``, the network None
-        for step 0 (start from the reference)."""
-        for k_index in range(len(self.grid) - 1, -1, -1):
-            path = self.out / "networks" / f"chain-{method}-seed{seed}-step{k_index}.npz"
-            if path.exists() and all(self.is_done("iterative", method, k, seed) for k in self.grid[:k_index + 1]):
-                return k_index + 1, self.cached(path)
-        return 0, None
-
     def run_chain(self, method, seed, dense, dense_acc, X_S, y_S) -> None:
         """The prune–retrain cascade; resumes from the checkpoint of the last finished step."""
         ckpt_dir = self.out / "networks"
         ckpt_dir.mkdir(exist_ok=True)
-        start, parent, acc_parent = 0, dense, dense_acc
-        step, net = self.chain_start(method, seed)
-        if net is not None:
-            start, parent = step, net
-            acc_parent = self.evaluate(parent)[0]
-        for k_index in range(start, len(self.grid)):
-            keep = self.grid[k_index]
-            row, net, acc = self.prune_cell("iterative", method, keep, seed, parent, acc_parent, X_S, y_S, k_index)
+        start, parent, events = self.chain_start(method, seed)
+        acc_parent = dense_acc if parent is None else self.evaluate(parent)[0]
+        parent = dense if parent is None else parent
+        for k_index, row, net in self.chain_steps(method, seed, start, parent, acc_parent, events, X_S, y_S):
             save(net, ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz")
-            if not self.is_done("iterative", method, keep, seed):
+            if not self.is_done("iterative", method, row["keep"], seed):
                 self.record(row)
             old = ckpt_dir / f"chain-{method}-seed{seed}-step{k_index - 1}.npz"
             if old.exists():
                 old.unlink()
+
+    def chain_start(self, method, seed):
+        """Where the cascade of ``(method, seed)`` resumes: ``(step, network, events)``; the
+        network is None at step 0 (start from the reference); ``events`` the instability
+        of each finished step (a row records their mean)."""
+        for k_index in range(len(self.grid) - 1, -1, -1):
+            path = self.out / "networks" / f"chain-{method}-seed{seed}-step{k_index}.npz"
+            if path.exists() and all(self.is_done("iterative", method, k, seed) for k in self.grid[:k_index + 1]):
+                done = {cell_key(r["mode"], r["method"], r["keep"], r["seed"]): r for r in self.rows}
+                events = []
+                for k in self.grid[:k_index + 1]:
+                    r = done[cell_key("iterative", method, k, seed)]
+                    events.append(_instability(r["accuracy_before_prune"], r["accuracy_after_prune"]))
+                return k_index + 1, self.cached(path), events
+        return 0, None, []
+
+    def chain_steps(self, method, seed, start, parent, acc_parent, events, X_S, y_S):
+        """The cascade's steps from ``start``: yields ``(k_index, row, network)`` per step."""
+        for k_index in range(start, len(self.grid)):
+            keep = self.grid[k_index]
+            row, net, acc = self.prune_cell("iterative", method, keep, seed, parent, acc_parent, X_S, y_S, k_index)
+            events.append(row["instability"])
+            row["instability"] = float(np.mean(events))  # NaN when an earlier step predates the column
+            yield k_index, row, net
             parent, acc_parent = net, acc
 
     def run_lottery(self, seed, keep, k_index, dense, X_S, y_S) -> None:
@@ -276,7 +317,7 @@ class _Run:
         init = self.initialisation(seed)
         t0 = time.perf_counter()
         res = prune_with(method, dense, X_S, y_S, keep, _seq(seed, 2, _method_id(method), 1000 + k_index),
-                         delta=cfg.delta, C=cfg.C)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
         prune_s = time.perf_counter() - t0
         sipp_masks = [w != 0 for w in res.network.weights]
         gen = _seq(seed, 5, k_index)
@@ -299,6 +340,7 @@ class _Run:
                            retrain_s=time.perf_counter() - t1, report=res.report if name == method else None,
                            s_size=len(X_S))
             row["drop_after_prune"] = float("nan")
+            row["train_accuracy"] = self.train_accuracy(net)
             self.record(row)
 
 
@@ -315,11 +357,11 @@ def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: i
     path = Path(out_dir) / "networks" / f"dense-seed{seed}.npz"
     if not path.exists():
         raise ValueError(f"seed: {str(path)!r} does not exist; run the experiment for seed {seed} first.")
-    ds = dataset if dataset is not None else _data.load_dataset(config.data, rng=config.data_seed)
+    ds = dataset if dataset is not None else _load_dataset(config)
     dense = load_cached_network(path, config.widths(ds.n_features, ds.n_classes), config.activation)
     X_S, y_S = _data.draw_S(ds, _s_size(config, ds), rng=_seq(seed, 4))
     res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
-                     delta=config.delta, C=config.C)
+                     delta=config.delta, C=config.C, weight_decay=config.weight_decay)
     return res, X_S
 
 
@@ -365,7 +407,7 @@ def _run_experiment(config, out: Path, log, plots: bool, dask=None) -> Experimen
         from ..distributed import check_dask
 
         where = check_dask(where)
-    dataset = _data.load_dataset(config.data, rng=config.data_seed)
+    dataset = _load_dataset(config)
     _s_size(config, dataset)  # refuse an S larger than the data before writing anything
     prepare_out(out, config.to_dict())
     run = _Run(config, out, log, dataset)
@@ -412,4 +454,10 @@ def finish(rows, config: ExperimentConfig, out: Path, data_description: str = ""
     payload = json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n"
     atomic_write(out / "results.json", lambda fh: fh.write(payload.encode("utf-8")))
     written = plot_results(rows, out, title=data_description.split(":")[0]) if plots else []
+    if config.analyses:
+        from .analysis_output import write_analyses
+
+        extra, files = write_analyses(rows, out, config.analyses, title=data_description.split(":")[0],
+                                      plots=plots)
+        text, written = text + "\n" + extra, written + files
     return ExperimentResult(out, rows, text, written)

@@ -68,16 +68,18 @@ def _unit(shared, dense, unit, done, plan):
                                        k_index)
             return [row], None
         if kind == "chain":
-            method, start, parent = unit[2], unit[3], unit[4]
+            method, start, parent, events = unit[2], unit[3], unit[4], list(unit[5])
+            acc_parent = dense_acc if parent is None else run.evaluate(parent)[0]
             parent = dense if parent is None else parent
-            acc_parent = dense_acc if start == 0 else run.evaluate(parent)[0]
-            for k_index in range(start, len(run.grid)):
-                keep = run.grid[k_index]
-                row, parent, acc_parent = run.prune_cell("iterative", method, keep, seed, parent, acc_parent,
-                                                         X_S, y_S, k_index)
-                if not run.is_done("iterative", method, keep, seed):
+            for _, row, parent in run.chain_steps(method, seed, start, parent, acc_parent, events, X_S, y_S):
+                if not run.is_done("iterative", method, row["keep"], seed):
                     run.record(row)
             return run.rows, parent
+        if kind == "during":
+            from .during import during_cell
+
+            method, k_index = unit[2], unit[3]
+            return [during_cell(run, method, run.grid[k_index], seed, X_S, y_S, k_index)], None
         run.run_lottery(seed, run.lottery_grid[unit[2]], unit[2], dense, X_S, y_S)  # kind == "lottery"
         return run.rows, None
 
@@ -86,7 +88,7 @@ def _describe(run: _Run, unit) -> str:
     kind, seed = unit[0], unit[1]
     if kind == "reference":
         return f"the reference network of seed {seed}"
-    if kind == "cell":
+    if kind in ("cell", "during"):
         return f"cell ({run.cfg.mode}, {unit[2]}, keep {run.grid[unit[3]]:g}, seed {seed})"
     if kind == "chain":
         return f"cascade (iterative, {unit[2]}, seed {seed}) from step {unit[3]}"
@@ -98,11 +100,11 @@ def _units(run: _Run, seed: int) -> list:
     cfg, out = run.cfg, []
     for method in cfg.methods:
         if cfg.mode == "iterative":
-            start, parent = run.chain_start(method, seed)
+            start, parent, events = run.chain_start(method, seed)
             if start < len(run.grid):
-                out.append(("chain", seed, method, start, parent))
+                out.append(("chain", seed, method, start, parent, events))
             continue
-        out.extend(("cell", seed, method, k) for k, keep in enumerate(run.grid)
+        out.extend(("during" if cfg.mode == "during" else "cell", seed, method, k) for k, keep in enumerate(run.grid)
                    if not run.is_done(cfg.mode, method, keep, seed))
     for k, keep in enumerate(run.lottery_grid):
         if not all(run.is_done("lottery", name, keep, seed) for name in (cfg.lottery_method, "random")):
