@@ -261,13 +261,14 @@ def test_experiment_on_dask_equals_serial_and_resumes_after_an_interrupted_clien
     assert _comparable(again.rows) == _comparable(serial_run.rows)
 
 
-def test_experiment_iterative_cascades_as_tasks_equal_serial(client, tmp_path):
+@pytest.mark.parametrize("mode", ["iterative", "during"])
+def test_experiment_cascades_and_during_cells_as_tasks_equal_serial(client, tmp_path, mode):
     from sparsify import experiment as E
 
-    cfg = _experiment_config(mode="iterative", methods=["sipp-det"], lottery=False, seeds=[0])
+    opts = dict(mode=mode, methods=["sipp-det"], lottery=False, seeds=[0], epochs=3)
+    cfg = _experiment_config(**opts)
     a = E.run_experiment(cfg, tmp_path / "serial", log=io.StringIO(), plots=False)
-    on_dask = _experiment_config(mode="iterative", methods=["sipp-det"], lottery=False, seeds=[0],
-                                 dask=client.scheduler.address)  # the config's dask, not a setting:
+    on_dask = _experiment_config(**opts, dask=client.scheduler.address)  # the config's dask, not a setting:
     assert on_dask.to_dict() == cfg.to_dict()  # config.json is the same, so either resumes the other
     b = E.run_experiment(on_dask, tmp_path / "dask", log=io.StringIO(), plots=False)
     assert _comparable(b.rows) == _comparable(a.rows)
