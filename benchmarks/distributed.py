@@ -78,7 +78,7 @@ def _sweep_config(quick: bool):
     from sparsify import experiment as E
 
     return E.ExperimentConfig.from_dict(dict(
-        data="generated", hidden=[128, 64], epochs=4 if quick else 8, retrain_epochs=2, milestones=[],
+        data="digits", hidden=[300, 100], epochs=4 if quick else 10, retrain_epochs=2, milestones=[],
         retrain_milestones=[], methods=["sipp-det", "sipp-hybrid", "magnitude-global", "snip"],
         keeps=[0.5, 0.2, 0.1] if quick else [0.5, 0.3, 0.2, 0.1], seeds=[0, 1], s_size=64, lottery=False))
 
