@@ -78,15 +78,16 @@ def _sweep_config(quick: bool):
     from sparsify import experiment as E
 
     return E.ExperimentConfig.from_dict(dict(
-        data="digits", hidden=[300, 100], epochs=4 if quick else 10, retrain_epochs=2, milestones=[],
+        data="digits", hidden=[300, 100], epochs=10 if quick else 30, retrain_epochs=3 if quick else 10, milestones=[],
         retrain_milestones=[], methods=["sipp-det", "sipp-hybrid", "magnitude-global", "snip"],
         keeps=[0.5, 0.2, 0.1] if quick else [0.5, 0.3, 0.2, 0.1], seeds=[0, 1], s_size=64, lottery=False))
 
 
 def bench_sweep(n_workers: int, quick: bool) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from sparsify import experiment as E
+    from sparsify.distributed import local_cluster
 
     cfg = _sweep_config(quick)
     warm = E.ExperimentConfig.from_dict({**cfg.to_dict(), "seeds": [99], "epochs": 1, "retrain_epochs": 1})
@@ -97,8 +98,8 @@ def bench_sweep(n_workers: int, quick: bool) -> dict:
         serial = E.run_experiment(cfg, Path(tmp) / "serial", log=io.StringIO(), plots=False)
         t_serial = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as client:
+        with local_cluster(n_workers, dashboard_address=":0") as cluster, \
+                Client(cluster, set_as_default=False) as client:
             t_start = time.perf_counter() - t0
             E.run_experiment(warm, Path(tmp) / "warm-dask", log=io.StringIO(), plots=False, dask=client)
             t1 = time.perf_counter()
@@ -139,12 +140,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the sensitivity (default 3)")
     parser.add_argument("--json", metavar="OUT", help="also write all numbers to this JSON file")
     args = parser.parse_args(argv)
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from sparsify.distributed import local_cluster
 
     res = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), cores=_cores(), workers=args.workers,
                load_start=[round(v, 1) for v in os.getloadavg()])
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as client:
+    with local_cluster(args.workers, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
         res["sensitivity"] = bench_sensitivity(client, 50_000 if args.quick else 200_000, args.repeats)
     res["sweep"] = bench_sweep(args.workers, args.quick)
     res["load_end"] = [round(v, 1) for v in os.getloadavg()]

@@ -23,8 +23,7 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:
+    with D.local_cluster(2, dashboard_address=":0") as cluster:
         # not the default client, so that dask=None really means "no cluster"
         with distributed.Client(cluster, set_as_default=False) as c:
             yield c
