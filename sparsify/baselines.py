@@ -121,28 +121,41 @@ def _snip_accumulator(network, y_S):
 def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
     """``|W_ij| * ||A_:j||_2``: weight magnitude times the norm of its input over S.
 
-    S given as batches is read once, one batch at a time (the squared norms are
-    summed over batches, so memory does not grow with |S|).
+    ``A`` is the layer's input matrix: the activations for a dense layer, the
+    patch matrix for a convolution (rows ``(x, p)``, so the norm of kernel entry
+    ``j`` runs over every patch of every point of S; docs/theory.md S15). The
+    scores have the shape of the weights. S given as batches is read once, one
+    batch at a time (the squared norms are summed over batches, so memory does
+    not grow with |S|).
     """
     if is_one_array(X_S):
-        norms = [np.linalg.norm(a.astype(np.float64), axis=0) for a in network.trace(X_S)]
-        return [np.abs(w).astype(np.float64) * nrm[None, :] for w, nrm in zip(network.weights, norms)]
+        layers = network.prunable_layers
+        norms = [np.linalg.norm(layer.input_matrix(a).astype(np.float64), axis=0)
+                 for layer, a in zip(layers, network.trace(X_S))]
+        return [_wanda_score(layer, nrm) for layer, nrm in zip(layers, norms)]
     add, finish = _wanda_accumulator(network)
     for k, X in enumerate(X_S):
         add(k, network.check_input(X, f"X_S batch {k}"))
     return finish()
 
 
+def _wanda_score(layer, norms: np.ndarray) -> np.ndarray:
+    """``|W| * norms`` on the weight-matrix view, returned in the weight's shape."""
+    return (np.abs(layer.weight_matrix).astype(np.float64) * norms[None, :]).reshape(layer.weight.shape)
+
+
 def _wanda_accumulator(network):
     """``(add(k, X), finish())``: squared input norms summed batch by batch, then wanda's scores."""
-    squares = [np.zeros(w.shape[1]) for w in network.weights]
+    layers = network.prunable_layers
+    squares = [np.zeros(layer.weight_matrix.shape[1]) for layer in layers]
 
     def add(k, X):
-        for sq, a in zip(squares, network.trace(X)):
+        for sq, layer, a in zip(squares, layers, network.trace(X)):
+            a = layer.input_matrix(a)
             sq += np.einsum("ij,ij->j", a, a, dtype=np.float64)
 
     def finish():
-        return [np.abs(w).astype(np.float64) * np.sqrt(sq)[None, :] for w, sq in zip(network.weights, squares)]
+        return [_wanda_score(layer, np.sqrt(sq)) for layer, sq in zip(layers, squares)]
 
     return add, finish
 
@@ -200,13 +213,15 @@ def _row_masks(scores_, eligible, budget: int) -> list[np.ndarray]:
     caps = [int(e.sum()) for e in eligible]
     parts = split_budget(budget, [s.size for s in scores_], caps)
     masks = []
-    for s, e, b in zip(scores_, eligible, parts):
+    for s_full, e_full, b in zip(scores_, eligible, parts):
+        # rows of the weight-matrix view (a convolution's output channels)
+        s, e = s_full.reshape(s_full.shape[0], -1), e_full.reshape(e_full.shape[0], -1)
         row_parts = split_budget(int(b), np.full(s.shape[0], s.shape[1]), e.sum(axis=1))
         key = np.where(e, s, -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")      # best first, ties to the lower column
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :].repeat(s.shape[0], 0), axis=1)
-        masks.append((rank < row_parts[:, None]) & e)
+        masks.append(((rank < row_parts[:, None]) & e).reshape(s_full.shape))
     return masks
 
 

@@ -29,7 +29,9 @@ def _names(text: str) -> list[str]:
 FLAGS = {
     "--data": ("data", str, "dataset: digits, generated, or mnist:DIR (a folder with the MNIST IDX files)"),
     "--data-seed": ("data_seed", int, "seed of the train/validation/test split"),
-    "--hidden": ("hidden", _ints, "hidden widths, e.g. 300,100"),
+    "--model": ("model", str, "network: mlp (default), or the CNNs lenet and resnet (which read the features as "
+                "one-channel square images, e.g. 1x8x8 for digits)"),
+    "--hidden": ("hidden", _ints, "hidden widths of the MLP, e.g. 300,100"),
     "--activation": ("activation", str, "hidden activation (relu, tanh, ...)"),
     "--epochs": ("epochs", int, "epochs of training the reference network (and lottery tickets)"),
     "--batch-size": ("batch_size", int, "minibatch size"),

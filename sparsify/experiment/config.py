@@ -18,6 +18,7 @@ from .._validation import check_choice, check_scalar
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..data import DATASETS
 from ..train import DERIVATIVES
+from .models import MODELS
 
 __all__ = [
     "BASELINE_METHODS",
@@ -54,7 +55,10 @@ class ExperimentConfig:
     """Everything that defines a run (a TOML file holds the same keys, flat).
 
     Data and model: ``data`` ("digits", "generated" or "mnist:DIR"),
-    ``data_seed`` (the split), ``hidden`` widths and ``activation``.
+    ``data_seed`` (the split), ``model`` ("mlp", or the convolutional "lenet"
+    and "resnet" of :mod:`sparsify.experiment.models`, which read the features
+    as one-channel square images), and for the MLP its ``hidden`` widths and
+    ``activation``.
     Training of the reference network: ``epochs, batch_size, lr, momentum,
     weight_decay, milestones, gamma`` (see :func:`sparsify.train.train`).
     Fine-tuning after pruning: ``retrain_epochs, retrain_lr, retrain_milestones``
@@ -72,6 +76,7 @@ class ExperimentConfig:
 
     data: str = _setting("digits")
     data_seed: int = _setting(0)
+    model: str = _setting("mlp")
     hidden: list = _setting(factory=lambda: [300, 100])
     activation: str = _setting("relu")
     epochs: int = _setting(30)
@@ -162,6 +167,8 @@ class ExperimentConfig:
             raise ValueError(f"{name('data')}: must be one of {list(DATASETS)} or 'mnist:DIR' (a folder with "
                              f"the MNIST IDX files), got {self.data!r}.")
         scalar("data_seed", "int", low=0)
+        if not isinstance(self.model, str) or self.model not in MODELS:
+            raise ValueError(f"{name('model')}: must be one of {list(MODELS)}, got {self.model!r}.")
         int_list("hidden", 1)
         check_choice(self.activation, name("activation"), DERIVATIVES)
         scalar("epochs", "int", low=0)

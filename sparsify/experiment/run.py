@@ -22,6 +22,7 @@ from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..io import atomic_write, save
 from ..report import jsonable
 from .config import METHODS, SIPP_METHODS, ExperimentConfig
+from . import models as _models
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
 from .results import append_row, cell_key, read_results_csv, write_results_csv
@@ -53,7 +54,7 @@ def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float
     return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng)
 
 
-def _warm_up(methods, log) -> None:
+def _warm_up(methods, log, model: str = "mlp") -> None:
     """Compile the Numba kernels before anything is timed."""
     from ..network import random_mlp
 
@@ -63,14 +64,47 @@ def _warm_up(methods, log) -> None:
     t0 = time.perf_counter()
     for method in methods:
         prune_with(method, net, X, y, 0.5, 0, delta=DEFAULT_DELTA, C=DEFAULT_C)
+    if model != "mlp":  # the patch paths of the convolutional models
+        conv = _models.init_model(model, 64, 3, rng=0)
+        images = np.random.default_rng(0).standard_normal((8, 1, 8, 8))
+        for method in methods:
+            prune_with(method, conv, images, y, 0.5, 0, delta=DEFAULT_DELTA, C=DEFAULT_C)
     dt = time.perf_counter() - t0
     if dt > 1.0:
         print(f"compiled pruning kernels in {dt:.1f} s (not counted in prune_seconds)", file=log, flush=True)
 
 
+def _load_dataset(cfg: ExperimentConfig):
+    """The run's data: flat features for the MLP, ``(n, 1, s, s)`` images for a convolutional model."""
+    dataset = _data.load_dataset(cfg.data, rng=cfg.data_seed)
+    return dataset if cfg.model == "mlp" else _models.as_images(dataset)
+
+
+def _initialisation(cfg: ExperimentConfig, dataset, rng):
+    if cfg.model == "mlp":
+        return _train.init_mlp(cfg.widths(dataset.n_features, dataset.n_classes), cfg.activation, rng=rng)
+    return _models.init_model(cfg.model, dataset.n_features, dataset.n_classes, rng=rng)
+
+
+def _load_cached(cfg: ExperimentConfig, dataset, path: Path):
+    """A network the run saved, refused (as a stale file to delete) if it does not fit the run."""
+    if cfg.model == "mlp":
+        return load_cached_network(path, cfg.widths(dataset.n_features, dataset.n_classes), cfg.activation)
+    from ..io import load
+
+    try:
+        net = load(path)
+    except ValueError as exc:
+        raise ValueError(f"out: cached network {str(path)!r} is unreadable ({exc}); delete it "
+                         f"(rm {str(path)!r}) and run again to rebuild it.") from None
+    return _models.check_cached_model(path, net, _initialisation(cfg, dataset, 0))
+
+
 def _s_size(cfg: ExperimentConfig, dataset) -> int:
-    """Points in S: ``s_size``, or the authors' size for the run's widths; refused if the data has too few."""
-    size = cfg.s_size or _data.authors_s_size(cfg.widths(dataset.n_features, dataset.n_classes), cfg.delta)
+    """Points in S: ``s_size``, or the authors' size for the run's network; refused if the data has too few."""
+    shape = (cfg.widths(dataset.n_features, dataset.n_classes) if cfg.model == "mlp"
+             else _initialisation(cfg, dataset, 0))
+    size = cfg.s_size or _data.authors_s_size(shape, cfg.delta)
     n_val = len(dataset.y_val)
     if size > n_val:
         what = f"{cfg.label('s_size')} = {size}" if cfg.s_size else f"the authors' size of S ({size} points)"
@@ -143,10 +177,10 @@ class _Run:
 
     # -- networks --
     def cached(self, path: Path):
-        return load_cached_network(path, self.widths, self.cfg.activation)
+        return _load_cached(self.cfg, self.ds, path)
 
     def initialisation(self, seed: int):
-        return _train.init_mlp(self.widths, self.cfg.activation, rng=_seq(seed, 0))
+        return _initialisation(self.cfg, self.ds, _seq(seed, 0))
 
     def _reference_path(self, seed: int) -> Path:
         return self.out / "networks" / f"dense-seed{seed}.npz"
@@ -277,8 +311,8 @@ def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: i
     path = Path(out_dir) / "networks" / f"dense-seed{seed}.npz"
     if not path.exists():
         raise ValueError(f"seed: {str(path)!r} does not exist; run the experiment for seed {seed} first.")
-    ds = dataset if dataset is not None else _data.load_dataset(config.data, rng=config.data_seed)
-    dense = load_cached_network(path, config.widths(ds.n_features, ds.n_classes), config.activation)
+    ds = dataset if dataset is not None else _load_dataset(config)
+    dense = _load_cached(config, ds, path)
     X_S, y_S = _data.draw_S(ds, _s_size(config, ds), rng=_seq(seed, 4))
     res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
                      delta=config.delta, C=config.C)
@@ -316,7 +350,7 @@ def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}.")
     config.check()
-    dataset = _data.load_dataset(config.data, rng=config.data_seed)
+    dataset = _load_dataset(config)
     _s_size(config, dataset)  # refuse an S larger than the data before writing anything
     prepare_out(out, config.to_dict())
     run = _Run(config, out, log, dataset)
@@ -325,7 +359,7 @@ def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
                                                                     if run.resumed else ""),
           file=log, flush=True)
     needed = set(config.methods) | ({config.lottery_method} if config.lottery else set())
-    _warm_up([m for m in METHODS if m in needed], log)
+    _warm_up([m for m in METHODS if m in needed], log, config.model)
     for seed in config.seeds:
         run.run_seed(seed)
     return finish(run.rows, config, out, dataset.describe(), plots=plots)
