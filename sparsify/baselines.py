@@ -77,7 +77,7 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
 
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
-    if is_one_array(X_S):
+    if is_one_array(X_S, len(network.input_shape)):
         _, grads, _ = loss_and_gradients(network, X_S, y_S)
         return [np.abs(w.astype(np.float64) * g) for w, g in zip(network.weights, grads)]
     add, finish = _snip_accumulator(network, y_S)
@@ -128,7 +128,7 @@ def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
     batch at a time (the squared norms are summed over batches, so memory does
     not grow with |S|).
     """
-    if is_one_array(X_S):
+    if is_one_array(X_S, len(network.input_shape)):
         layers = network.prunable_layers
         norms = [np.linalg.norm(layer.input_matrix(a).astype(np.float64), axis=0)
                  for layer, a in zip(layers, network.trace(X_S))]
@@ -320,7 +320,7 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     _check_call(network, method, X_S)
     sel = select_layers(network, keep, budget, layers, exclude)
     sens = None
-    one_shot = not is_one_array(X_S) and iter(X_S) is X_S
+    one_shot = not is_one_array(X_S, len(network.input_shape)) and iter(X_S) is X_S
     if one_shot and method in ("snip", "wanda"):
         # S can be read only once: score it while the report's sensitivity pass reads it
         add, finish = _snip_accumulator(network, y_S) if method == "snip" else _wanda_accumulator(network)
