@@ -17,7 +17,9 @@ wanda              ``|W_ij| * ||A_:j||_2`` on S          every row (output neuro
                                                         fraction, top scores within the row
 ================== ==================================== ===========================================
 
-``A`` is the layer's input on S (``network.trace(X_S)``), ``L`` the mean
+``A`` is the layer's input matrix on S (``network.trace(X_S)``; for a
+convolution its patch matrix, rows (x, p), and a "row" of the allocation is an
+output channel of the weight-matrix view), ``L`` the mean
 cross-entropy (:mod:`sparsify.train`). S may be one array, a list of 2-D
 batches or a generator of them, as for :func:`sparsify.prune`; batches are
 read once, one at a time (for "snip", ``y_S`` is then the matching sequence

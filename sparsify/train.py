@@ -97,10 +97,12 @@ def _check_network(network) -> Network:
             f"network: the cross-entropy loss applies softmax to the output layer, so its activation must be "
             f"'identity', got {last!r}; build the network with output_activation='identity'."
         )
-    for k, layer in enumerate(_differentiated_layers(network.layers)):
+    for layer in _differentiated_layers(network.layers):
         if layer.activation not in DERIVATIVES:
+            where = (f"layers[{network.layers.index(layer)}]" if layer in network.layers
+                     else f"a {type(layer).__name__} inside a residual block")
             raise ValueError(
-                f"network: layers[{k}] has activation {layer.activation!r}, which training cannot "
+                f"network: {where} has activation {layer.activation!r}, which training cannot "
                 f"differentiate; supported: {sorted(DERIVATIVES)}."
             )
     return network
@@ -198,8 +200,9 @@ def loss_and_gradients(network: Network, X, y) -> tuple[float, list[np.ndarray],
 
     Parameters
     ----------
-    network : Network whose last activation is ``"identity"`` (logits).
-    X : array (n_points, n_in);  y : int array (n_points,) of class labels.
+    network : Network whose last activation is ``"identity"`` (logits); dense,
+        convolutional, pooling, flattening and residual layers are differentiated.
+    X : array (n_points, *input_shape);  y : int array (n_points,) of class labels.
 
     Returns
     -------
@@ -271,16 +274,19 @@ def train(network: Network, X, y, *, epochs: int = 30, batch_size: int = 64, lr:
 
     Parameters
     ----------
-    network : Network with an ``"identity"`` output layer (its outputs are logits).
-    X : array (n_points, n_in);  y : int labels (n_points,).
+    network : Network with an ``"identity"`` output layer (its outputs are logits),
+        of any layer kinds (:mod:`sparsify._backward` for convolutions, pools,
+        flattening and residual blocks; the returned network keeps the layout).
+    X : array (n_points, *input_shape);  y : int labels (n_points,).
     epochs, batch_size : passes over the data and points per step (the last
         batch of an epoch may be smaller).
     lr, momentum, weight_decay : ``g = dL/dw + weight_decay * w`` (weights only),
         ``v = momentum * v + g``, ``w -= lr_epoch * v``.
     milestones, gamma : step schedule, ``lr_epoch = lr * gamma ** (number of
         milestones <= epoch)`` with epochs counted from 0.
-    masks : list of bool arrays shaped like the weights, or None. Weights where
-        the mask is False are set to 0 first and stay exactly 0.
+    masks : list of bool arrays shaped like the weights (a convolution's may
+        also have the shape of its matrix view), one per layer with weights, or
+        None. Weights where the mask is False are set to 0 first and stay exactly 0.
     rng : None, int or Generator for the shuffling (the only randomness).
     on_epoch : called as ``on_epoch(epoch, mean_loss)`` after each epoch, with
         the mean of the minibatch losses of that epoch.

@@ -2,6 +2,7 @@
 col2im as the adjoint of patch extraction, masks during fine-tuning, SNIP and wanda on
 convolutions, and the lenet/resnet experiment end to end."""
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from sparsify import baselines as B
 from sparsify import experiment as E
 from sparsify import train as T
 from sparsify.experiment.models import as_images, init_model
+from sparsify.layers import replace_weight_layers
 
 
 def rand(gen, *shape, scale=0.5):
@@ -35,11 +37,7 @@ def numeric_gradients(net, X, y, eps=1e-6):
     biases = [None if layer.bias is None else np.array(layer.bias) for layer in layers]
 
     def loss():
-        new = [type(layer)(w, b, layer.activation, *(() if layer.kind == "dense" else
-                                                         (layer.stride, layer.padding, layer.dilation)))
-               for layer, w, b in zip(layers, weights, biases)]
-        from sparsify.layers import replace_weight_layers
-
+        new = [replace(layer, weight=w, bias=b) for layer, w, b in zip(layers, weights, biases)]
         return T.cross_entropy(Network(replace_weight_layers(net.layers, new), net.input_shape), X, y)
 
     def central(arr):
@@ -264,3 +262,17 @@ def test_model_setting_is_checked_and_images_are_reshaped():
     img = as_images(ds)
     assert img.X_train.shape[1:] == (1, 8, 8) and img.n_features == ds.n_features == 64
     np.testing.assert_array_equal(img.X_test.reshape(len(img.X_test), -1), ds.X_test)
+
+
+def test_cnn_training_refuses_outputs_that_are_not_logits():
+    g = np.random.default_rng(0)
+    X, y = images(n=3)
+    relu_out = Network([conv(g, 3, 2, 3, "relu"), Flatten()], input_shape=(2, 6, 6))
+    with pytest.raises(ValueError, match="identity"):
+        T.train(relu_out, X, y, epochs=1)
+    # a residual block's activation produces the output when it is the last layer with one
+    block_out = Network([conv(g, 3, 2, 3, "identity", padding=1),
+                         Residual([conv(g, 3, 3, 3, "identity", padding=1)], "tanh"), AvgPool2d(6), Flatten()],
+                        input_shape=(2, 6, 6))
+    with pytest.raises(ValueError, match="'tanh'"):
+        T.loss_and_gradients(block_out, X, y)
