@@ -139,15 +139,17 @@ def test_col2im_is_the_adjoint_of_patch_extraction(k, c, stride, padding, dilati
     assert np.vdot(P, G) == pytest.approx(np.vdot(X, back), rel=1e-10, abs=1e-10)
 
 
-def test_masks_hold_while_fine_tuning_a_cnn():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_masks_hold_while_fine_tuning_a_cnn(dtype):
     X, y = images(n=24, seed=1)
-    net = tiny_networks()["maxpool"]
+    net = tiny_networks()["maxpool"].astype(dtype)
     gen = np.random.default_rng(0)
     masks = [gen.random(w.shape) < 0.5 for w in net.weights]
     # a convolution's mask may also come as its matrix view (as pruning produces it)
     given_masks = [m.reshape(layer.weight_matrix.shape) for m, layer in zip(masks, net.prunable_layers)]
     trained = T.train(net, X, y, epochs=3, batch_size=8, lr=0.05, weight_decay=1e-3, masks=given_masks, rng=0)
     assert [layer.kind for layer in trained.layers] == [layer.kind for layer in net.layers]
+    assert trained.dtype == np.dtype(dtype)
     assert trained.prunable_layers[0].padding == (1, 1)
     for m, w, w0 in zip(masks, trained.weights, net.weights):
         np.testing.assert_array_equal(w[~m], 0.0)
@@ -237,6 +239,12 @@ def test_lenet_experiment_runs_every_method_end_to_end(tmp_path):
     assert X_S.shape == (8, 1, 8, 8)
     wanda_row = next(r for r in rows if r["method"] == "wanda")
     assert sum(np.count_nonzero(w) for w in res_prune.network.weights) == wanda_row["kept_weights"]
+    # a cached reference network of another model is refused as a stale file, before anything is written
+    from sparsify.io import save
+
+    save(init_model("resnet", 64, 10, rng=0), tmp_path / "lenet" / "networks" / "dense-seed0.npz")
+    with pytest.raises(ValueError, match="stale"):
+        E.run_experiment(cfg, tmp_path / "lenet", log=io.StringIO(), plots=False)
 
 
 def test_resnet_experiment_retrains_iterates_and_runs_the_lottery_panel(tmp_path):
