@@ -14,14 +14,14 @@ def test_quick_demo_runs_and_writes_results(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--out", str(out), "--no-plots"]) == 0
     captured = capsys.readouterr()
     text = captured.out
-    for method in E.METHODS:
+    for method in E.DEFAULT_METHODS:  # the demo runs the default methods (undecayed is opt-in)
         assert method in text
     assert "PR@0.5pp" in text and "mode lottery" in text
     assert "SiPP hybrid at keep 0.1" in text and "kept/total" in text  # the hybrid report table
     assert "[  30/30]" in captured.err  # progress on stderr
     rows = E.read_results_csv(out / "results.csv")
     preset = demo.preset(quick=True)
-    n_main = len(E.METHODS) * len(preset["keeps"]) + 1
+    n_main = len(E.DEFAULT_METHODS) * len(preset["keeps"]) + 1
     assert len(rows) == n_main + 2 * len(preset["lottery_keeps"])
     dense = [r for r in rows if r["method"] == "dense"]
     assert len(dense) == 1 and dense[0]["test_accuracy"] > 0.9  # digits is easy for a 300-100 MLP

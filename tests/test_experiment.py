@@ -75,7 +75,7 @@ def test_results_csv_survives_a_half_written_last_line(tmp_path):
     assert back[0]["per_class_recall"][0] == 1.0 and np.isnan(back[0]["per_class_recall"][1])
     # a garbled complete line is refused, naming the file and the line (it is never silently skipped)
     path.write_text(whole + "oops,1\n")
-    with pytest.raises(ValueError, match=r"results\.csv', line 4: has 2 field\(s\), expected 20"):
+    with pytest.raises(ValueError, match=r"results\.csv', line 4: has 2 field\(s\), expected 23"):
         E.read_results_csv(path)
 
 

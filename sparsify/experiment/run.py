@@ -27,6 +27,7 @@ from .folder import load_cached_network, prepare_out
 from .plots import plot_results
 from .results import append_row, cell_key, read_results_csv, write_results_csv
 from .summary import accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers, format_summary
+from .stability import instability as _instability
 
 __all__ = ["ExperimentResult", "finish", "prune_with", "reprune", "run_experiment"]
 
@@ -40,8 +41,12 @@ def _seq(*parts) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(p) for p in parts]))
 
 
-def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float):
-    """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`."""
+def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float,
+               weight_decay: float | None = None):
+    """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`.
+
+    ``weight_decay`` (the training weight decay) is the lambda of the ``undecayed`` score.
+    """
     from ..baselines import prune_baseline
     from ..prune import prune
 
@@ -51,6 +56,9 @@ def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float
         sipp_method, allocation = SIPP_METHODS[method]
         return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
                      delta=delta, C=C)
+    if method == "undecayed" and weight_decay is not None:
+        return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng,
+                              weight_decay=weight_decay)
     return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng)
 
 
@@ -75,9 +83,13 @@ def _warm_up(methods, log, model: str = "mlp") -> None:
 
 
 def _load_dataset(cfg: ExperimentConfig):
-    """The run's data: flat features for the MLP, ``(n, 1, s, s)`` images for a convolutional model."""
-    dataset = _data.load_dataset(cfg.data, rng=cfg.data_seed)
-    return dataset if cfg.model == "mlp" else _models.as_images(dataset)
+    """The run's dataset, with the training split made class-imbalanced when ``imbalance`` asks;
+    flat features for the MLP, ``(n, 1, s, s)`` images for a convolutional model."""
+    from .during import imbalance_dataset
+
+    ds = _data.load_dataset(cfg.data, rng=cfg.data_seed)
+    ds = imbalance_dataset(ds, cfg.imbalance, cfg.data_seed, cfg.label("imbalance"))
+    return ds if cfg.model == "mlp" else _models.as_images(ds)
 
 
 def _initialisation(cfg: ExperimentConfig, dataset, rng):
@@ -157,6 +169,9 @@ class _Run:
         recall = _train.per_class_recall(net, self.ds.X_test, self.ds.y_test, self.ds.n_classes)
         return acc, recall
 
+    def train_accuracy(self, net) -> float:
+        return _train.accuracy(net, self.ds.X_train, self.ds.y_train)
+
     @staticmethod
     def row(*, method, mode, keep, seed, acc, recall, acc_pruned, acc_parent, net, prune_s=0.0,
             retrain_s=0.0, report=None, s_size=0):
@@ -204,7 +219,7 @@ class _Run:
         cfg = self.cfg
         t0 = time.perf_counter()
         res = prune_with(method, parent, X_S, y_S, keep, _seq(seed, 2, _method_id(method), k_index),
-                         delta=cfg.delta, C=cfg.C)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
         prune_s = time.perf_counter() - t0
         pruned = res.network
         acc_pruned, recall = self.evaluate(pruned)
@@ -218,6 +233,8 @@ class _Run:
         row = self.row(method=method, mode=mode, keep=keep, seed=seed, acc=acc, recall=recall,
                        acc_pruned=acc_pruned, acc_parent=acc_parent, net=pruned, prune_s=prune_s,
                        retrain_s=retrain_s, report=res.report, s_size=len(X_S))
+        row.update(train_accuracy=self.train_accuracy(net), accuracy_before_prune=float(acc_parent),
+                   instability=_instability(acc_parent, acc_pruned))
         return row, net, acc
 
     def run_seed(self, seed: int) -> None:
@@ -226,10 +243,19 @@ class _Run:
         dense_acc, dense_recall = self.evaluate(dense)
         X_S, y_S = _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
         if not self.is_done(cfg.mode, "dense", 1.0, seed):
-            self.record(self.row(method="dense", mode=cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
-                                 recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
-                                 s_size=len(X_S)))
+            row = self.row(method="dense", mode=cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
+                           recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
+                           s_size=len(X_S))
+            row["train_accuracy"] = self.train_accuracy(dense)
+            self.record(row)
         for method in cfg.methods:
+            if cfg.mode == "during":
+                from .during import during_cell
+
+                for k_index, keep in enumerate(self.grid):
+                    if not self.is_done("during", method, keep, seed):
+                        self.record(during_cell(self, method, keep, seed, X_S, y_S, k_index))
+                continue
             if cfg.mode == "iterative":
                 self.run_chain(method, seed, dense, dense_acc, X_S, y_S)
                 continue
@@ -246,15 +272,22 @@ class _Run:
         ckpt_dir = self.out / "networks"
         ckpt_dir.mkdir(exist_ok=True)
         start, parent, acc_parent = 0, dense, dense_acc
+        events = []  # instability of each cascade step so far; a row records their mean
         for k_index in range(len(self.grid) - 1, -1, -1):
             path = ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz"
             if path.exists() and all(self.is_done("iterative", method, k, seed) for k in self.grid[:k_index + 1]):
                 start, parent = k_index + 1, self.cached(path)
                 acc_parent = self.evaluate(parent)[0]
+                done = {cell_key(r["mode"], r["method"], r["keep"], r["seed"]): r for r in self.rows}
+                for k in self.grid[:start]:
+                    r = done[cell_key("iterative", method, k, seed)]
+                    events.append(_instability(r["accuracy_before_prune"], r["accuracy_after_prune"]))
                 break
         for k_index in range(start, len(self.grid)):
             keep = self.grid[k_index]
             row, net, acc = self.prune_cell("iterative", method, keep, seed, parent, acc_parent, X_S, y_S, k_index)
+            events.append(row["instability"])
+            row["instability"] = float(np.mean(events))  # NaN when an earlier step predates the column
             save(net, ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz")
             if not self.is_done("iterative", method, keep, seed):
                 self.record(row)
@@ -272,7 +305,7 @@ class _Run:
         init = self.initialisation(seed)
         t0 = time.perf_counter()
         res = prune_with(method, dense, X_S, y_S, keep, _seq(seed, 2, _method_id(method), 1000 + k_index),
-                         delta=cfg.delta, C=cfg.C)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
         prune_s = time.perf_counter() - t0
         sipp_masks = [w != 0 for w in res.network.weights]
         gen = _seq(seed, 5, k_index)
@@ -295,6 +328,7 @@ class _Run:
                            retrain_s=time.perf_counter() - t1, report=res.report if name == method else None,
                            s_size=len(X_S))
             row["drop_after_prune"] = float("nan")
+            row["train_accuracy"] = self.train_accuracy(net)
             self.record(row)
 
 
@@ -315,7 +349,7 @@ def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: i
     dense = _load_cached(config, ds, path)
     X_S, y_S = _data.draw_S(ds, _s_size(config, ds), rng=_seq(seed, 4))
     res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
-                     delta=config.delta, C=config.C)
+                     delta=config.delta, C=config.C, weight_decay=config.weight_decay)
     return res, X_S
 
 
@@ -390,4 +424,10 @@ def finish(rows, config: ExperimentConfig, out: Path, data_description: str = ""
     payload = json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n"
     atomic_write(out / "results.json", lambda fh: fh.write(payload.encode("utf-8")))
     written = plot_results(rows, out, title=data_description.split(":")[0]) if plots else []
+    if config.analyses:
+        from .analysis_output import write_analyses
+
+        extra, files = write_analyses(rows, out, config.analyses, title=data_description.split(":")[0],
+                                      plots=plots)
+        text, written = text + "\n" + extra, written + files
     return ExperimentResult(out, rows, text, written)
