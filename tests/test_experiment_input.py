@@ -259,8 +259,8 @@ def test_config_json_holds_exactly_the_settings(tmp_path):
     cfg = small()
     out = started(tmp_path, cfg)
     saved = json.loads((out / "config.json").read_text())
-    # settings added later (imbalance, analyses, prune_every) are left out at their defaults
-    later = {"imbalance", "analyses", "prune_every"}
+    # settings added later (imbalance, analyses, prune_every, model) are left out at their defaults
+    later = {"imbalance", "analyses", "prune_every", "model"}
     assert sorted(saved) == sorted(set(E.ExperimentConfig.keys()) - later) and "labels" not in saved
     assert saved["seeds"] == [0] and np.isclose(saved["delta"], bounds.DEFAULT_DELTA)
 

@@ -284,3 +284,9 @@ def test_cnn_training_refuses_outputs_that_are_not_logits():
                         input_shape=(2, 6, 6))
     with pytest.raises(ValueError, match="'tanh'"):
         T.loss_and_gradients(block_out, X, y)
+
+
+def test_config_json_names_the_model_unless_it_is_the_mlp():
+    # folders written before the model setting existed (an MLP) still match their configuration
+    assert "model" not in E.ExperimentConfig.from_dict({}).to_dict()
+    assert E.ExperimentConfig.from_dict({"model": "resnet"}).to_dict()["model"] == "resnet"
