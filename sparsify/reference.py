@@ -1,4 +1,4 @@
-"""Readable NumPy reference of every SiPP computation (DESIGN §2).
+"""Readable NumPy reference of every SiPP computation (docs/theory.md S1–S16).
 
 This module is the ground truth for the tests and the text to read when
 porting the method. It favours clarity over speed: loops go over points or
@@ -32,7 +32,7 @@ __all__ = [
     "top_m",
 ]
 
-# --- §2 item 1: sign split of the inputs ----------------------------------
+# --- S1: sign split of the inputs ----------------------------------
 def split_inputs(A: np.ndarray) -> np.ndarray:
     """Return ``A`` if it is nonnegative, else ``[max(A, 0); max(-A, 0)]`` (rows stacked).
 
@@ -45,13 +45,13 @@ def split_inputs(A: np.ndarray) -> np.ndarray:
     return np.concatenate([np.maximum(A, 0), np.maximum(-A, 0)], axis=0)
 
 
-# --- §2 item 2: sign split of the weights ---------------------------------
+# --- S2: sign split of the weights ---------------------------------
 def split_weights(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``W+ = max(W, 0)`` and ``W- = min(W, 0)``; ``W = W+ + W-``."""
     return np.maximum(W, 0), np.minimum(W, 0)
 
 
-# --- §2 items 3-4: pre-activation parts and relative importance ------------
+# --- S3–S4: pre-activation parts and relative importance ------------
 def relative_importance_point(a: np.ndarray, W: np.ndarray) -> np.ndarray:
     """``g_ij(x) = W_ij a_j / Z^{sign W_ij}_i(x)`` for one point ``a`` (n_in,) >= 0.
 
@@ -72,7 +72,7 @@ def relative_importance(A: np.ndarray, W: np.ndarray) -> np.ndarray:
     return np.stack([relative_importance_point(a, W) for a in A])
 
 
-# --- §2 item 5: empirical sensitivity ---------------------------------------
+# --- S5: empirical sensitivity ---------------------------------------
 def sensitivity_layer(A: np.ndarray, W: np.ndarray) -> np.ndarray:
     """``s_ij = max over x in S of g_ij(x)`` for one layer.
 
@@ -101,7 +101,7 @@ def side_entries(w_row: np.ndarray, sign: int) -> np.ndarray:
     return np.flatnonzero(w_row > 0) if sign > 0 else np.flatnonzero(w_row < 0)
 
 
-# --- §2 item 6: deterministic sparsification --------------------------------
+# --- S6: deterministic sparsification --------------------------------
 def top_m(s_side: np.ndarray, m: int) -> np.ndarray:
     """Positions of the ``m`` largest values of ``s_side``; ties go to the lower index."""
     order = np.argsort(-s_side, kind="stable")
@@ -116,7 +116,7 @@ def sparsify_side_det(w_side: np.ndarray, s_side: np.ndarray, m: int) -> np.ndar
     return out
 
 
-# --- §2 item 11: distinct kept weights vs number of draws ----------------------
+# --- S11: distinct kept weights vs number of draws ----------------------
 def expected_unique(q: np.ndarray, N: float) -> float:
     """``E[#distinct indices in N draws from q] = sum_j 1 - (1 - q_j)^N``."""
     return float(np.sum(1.0 - (1.0 - q) ** N))
@@ -146,7 +146,7 @@ def draws_for_unique(q: np.ndarray, m: float) -> int:
     return hi
 
 
-# --- §2 item 7: randomized sparsification -----------------------------------
+# --- S7: randomized sparsification -----------------------------------
 def sample_counts(s_side: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Multinomial counts over ``q = s / S`` from uniforms ``u`` in [0, 1).
 
