@@ -41,7 +41,8 @@ FLAGS = {
     "--retrain-epochs": ("retrain_epochs", int, "epochs of fine-tuning after each prune"),
     "--retrain-lr": ("retrain_lr", float, "learning rate of fine-tuning"),
     "--retrain-milestones": ("retrain_milestones", _ints, "milestones of fine-tuning"),
-    "--methods": ("methods", _names, "comma-separated methods from {methods} (default: all)"),
+    "--methods": ("methods", _names, "comma-separated methods from {methods} (default: all of these); "
+                  "also obs, and any of them with +ls (least-squares refit, e.g. sipp-hybrid+ls)"),
     "--keeps": ("keeps", _floats, "explicit kept fractions, e.g. 0.3,0.1,0.03 (overrides the geometric grid)"),
     "--keep-max": ("keep_max", float, "largest kept fraction of the geometric grid"),
     "--keep-min": ("keep_min", float, "smallest kept fraction of the geometric grid"),
@@ -55,6 +56,9 @@ FLAGS = {
     "--lottery-method": ("lottery_method", str, "method whose mask the lottery-ticket panel trains "
                          "(default {lottery_method})"),
     "--lottery-keeps": ("lottery_keeps", _floats, "kept fractions of the lottery panel (default: the grid)"),
+    "--calibration": ("calibration", int, "training points added to S for the refit methods (name+ls, obs; "
+                      "default {calibration}; 0 = S alone)"),
+    "--lam": ("lam", float, "relative ridge of the least-squares refit of the +ls methods (default {lam:g})"),
 }
 
 
@@ -63,7 +67,8 @@ def register(subparsers) -> None:
     from ..experiment import METHODS, MODES, ExperimentConfig
 
     constants = dict(methods=", ".join(METHODS), modes=", ".join(MODES), delta=DEFAULT_DELTA, C=DEFAULT_C,
-                     lottery_method=ExperimentConfig().lottery_method)
+                     lottery_method=ExperimentConfig().lottery_method, calibration=ExperimentConfig().calibration,
+                     lam=ExperimentConfig().lam)
     p = subparsers.add_parser(
         "experiment",
         help="train, prune with SiPP and baselines over a keep grid and seeds, report and plot",

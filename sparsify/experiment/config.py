@@ -65,6 +65,9 @@ class ExperimentConfig:
     authors' ``ceil(3 ln(8 eta eta* / delta))``), ``delta`` and ``C``.
     Lottery panel: ``lottery``, ``lottery_method`` and ``lottery_keeps`` (empty =
     the whole grid).
+    Refit methods (``sipp-hybrid+ls``, ``obs``, ...; :mod:`sparsify.experiment.refit`):
+    ``calibration`` training points added to S for the refit (0 = S alone) and
+    ``lam``, the relative ridge of the refit (> 0; see :mod:`sparsify.reconstruct`).
 
     ``labels`` is not a setting: it maps a key to the way the user spelled it
     (``{"s_size": "--s-size"}``), so that messages name the flag or the file.
@@ -97,6 +100,8 @@ class ExperimentConfig:
     lottery: bool = _setting(True)
     lottery_method: str = _setting("sipp-hybrid")
     lottery_keeps: list = _setting(factory=list)
+    calibration: int = _setting(1000)
+    lam: float = _setting(1e-4)
     labels: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- construction and checks --
@@ -151,10 +156,10 @@ class ExperimentConfig:
             setattr(self, key, [check_scalar(v, f"{name(key)}[{i}]", low=0, high=1, low_open=True,
                                              high_open=True) for i, v in enumerate(value)])
 
+        from .refit import all_methods, check_method
+
         def method(key):
-            value = getattr(self, key)
-            if not isinstance(value, str) or value not in METHODS:
-                raise ValueError(f"{name(key)}: must be one of {list(METHODS)}, got {value!r}.")
+            check_method(getattr(self, key), name(key))
 
         if not isinstance(self.data, str):
             raise TypeError(f"{name('data')}: must be a dataset name (str), got {self.data!r}.")
@@ -176,11 +181,15 @@ class ExperimentConfig:
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         if not isinstance(self.methods, (list, tuple)) or not self.methods:
-            raise TypeError(f"{name('methods')}: must be a non-empty list drawn from {list(METHODS)}, "
+            raise TypeError(f"{name('methods')}: must be a non-empty list drawn from {list(all_methods())}, "
                             f"got {self.methods!r}.")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if not isinstance(m, str) or m not in all_methods()]
+        for m in bad:
+            if isinstance(m, str) and m.endswith("+ls"):
+                check_method(m, name("methods"))  # names the unknown base method
         if bad:
-            raise ValueError(f"{name('methods')}: unknown name(s) {bad}; choose from {list(METHODS)}.")
+            raise ValueError(f"{name('methods')}: unknown name(s) {bad}; choose from {list(METHODS)} or 'obs', "
+                             "each optionally followed by '+ls' (least-squares refit).")
         self.methods = list(dict.fromkeys(self.methods))
         fractions("keeps")
         fractions("lottery_keeps")
@@ -201,6 +210,8 @@ class ExperimentConfig:
         if not isinstance(self.lottery, bool):
             raise TypeError(f"{name('lottery')}: must be true or false, got {self.lottery!r}.")
         method("lottery_method")
+        scalar("calibration", "int", low=0)
+        scalar("lam", low=0, low_open=True)
 
     def _check_seeds(self) -> None:
         rule = f"{self.label('seeds')}: must be a positive integer or a list of non-negative integers"
