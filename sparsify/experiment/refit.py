@@ -27,8 +27,8 @@ import numpy as np
 
 from .config import METHODS, SIPP_METHODS
 
-__all__ = ["ADDED_SETTINGS", "OBS", "OBS_ID", "REFIT_METHODS", "REFIT_SUFFIX", "all_methods", "check_method", "is_refit",
-           "method_id", "prune_refit", "split_method"]
+__all__ = ["ADDED_SETTINGS", "OBS", "OBS_ID", "REFIT_METHODS", "REFIT_SUFFIX", "all_methods", "check_method",
+           "compare", "format_comparison", "is_refit", "method_id", "prune_refit", "split_method"]
 
 REFIT_SUFFIX = "+ls"
 OBS = "obs"
@@ -104,3 +104,27 @@ def prune_refit(method: str, network, X_S, y_S, budget: int, rng, *, delta: floa
         return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
                      delta=delta, C=C, **options)
     return prune_baseline(network, X_S, budget=budget, method=base, y_S=y_S, rng=rng, **options)
+
+
+def compare(rows, method: str, other: str, mode: str = "oneshot") -> dict:
+    """``{keep: mean accuracy of method - mean accuracy of other}`` (fractions) over the keeps both have.
+
+    Means are over the seeds of each method; a keep only one of them has is left out.
+    """
+    groups: dict = {}
+    for r in rows:
+        if r["mode"] == mode and r["method"] in (method, other):
+            groups.setdefault((r["method"], float(r["keep"])), []).append(float(r["test_accuracy"]))
+    keeps = sorted({k for (_, k) in groups if (method, k) in groups and (other, k) in groups}, reverse=True)
+    return {k: float(np.mean(groups[(method, k)]) - np.mean(groups[(other, k)])) for k in keeps}
+
+
+def format_comparison(rows, method: str, other: str, mode: str = "oneshot") -> str:
+    """One line: the mean and the worst gap (percentage points) of ``method`` over ``other``."""
+    gaps = compare(rows, method, other, mode)
+    if not gaps:
+        return f"{method} vs {other} ({mode}): no kept fraction in common"
+    worst = min(gaps, key=gaps.get)
+    per_keep = ", ".join(f"{k:g}: {100 * g:+.1f}" for k, g in gaps.items())
+    return (f"{method} vs {other} ({mode}, test accuracy, points): mean {100 * np.mean(list(gaps.values())):+.1f}, "
+            f"worst {100 * gaps[worst]:+.1f} at keep {worst:g} (per keep {per_keep})")
