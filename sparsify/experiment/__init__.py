@@ -28,13 +28,17 @@ resumed run does not retrain them.
 Method names: ``sipp-det``, ``sipp-rand``, ``sipp-hybrid`` (SiPP with the
 authors' default allocations), ``sipp-det-balanced`` (det with the balanced
 allocation), ``magnitude-global``, ``magnitude-layer``, ``random``, ``snip``,
-``wanda`` (:mod:`sparsify.baselines`), and ``dense``.
+``wanda`` (:mod:`sparsify.baselines`), and ``dense``. Refit methods
+(:mod:`~sparsify.experiment.refit`): any of these followed by ``+ls`` (the same
+selection, then the kept weights and biases refitted by least squares on S plus
+``calibration`` training points, ridge ``lam``), ``obs`` and ``obs+ls``.
 
 Modules: :mod:`~sparsify.experiment.config` (settings, TOML),
 :mod:`~sparsify.experiment.results` (``results.csv``: append, read back
 strictly), :mod:`~sparsify.experiment.summary` (accuracy tables, commensurate
 prune ratios), :mod:`~sparsify.experiment.plots`,
-:mod:`~sparsify.experiment.folder` (the run's folder and cached networks) and
+:mod:`~sparsify.experiment.folder` (the run's folder and cached networks),
+:mod:`~sparsify.experiment.refit` (the refit methods) and
 :mod:`~sparsify.experiment.run` (the grid of cells, resume, final files).
 """
 from __future__ import annotations
@@ -42,6 +46,7 @@ from __future__ import annotations
 from .config import BASELINE_METHODS, METHODS, MODES, SIPP_METHODS, ExperimentConfig, load_config
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
+from .refit import REFIT_METHODS, all_methods, format_comparison
 from .results import CSV_COLUMNS, append_row, cell_key, read_results_csv, write_results_csv
 from .run import ExperimentResult, finish, prune_with, reprune, run_experiment
 from .summary import (TOLERANCES, accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers,
@@ -54,14 +59,17 @@ __all__ = [
     "ExperimentResult",
     "METHODS",
     "MODES",
+    "REFIT_METHODS",
     "SIPP_METHODS",
     "TOLERANCES",
     "accuracy_table",
+    "all_methods",
     "append_row",
     "cell_key",
     "commensurate_prune_ratios",
     "dense_accuracy",
     "finish",
+    "format_comparison",
     "format_layers",
     "format_summary",
     "load_cached_network",
