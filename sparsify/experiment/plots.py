@@ -8,7 +8,7 @@ import numpy as np
 
 from ..io import atomic_write
 from .config import MODES
-from .refit import all_methods, is_refit
+from .refit import all_methods, is_refit, split_method
 from .summary import dense_accuracy
 
 __all__ = ["plot_results"]
@@ -41,8 +41,10 @@ def plot_results(rows, out_dir, title: str = "") -> list[Path]:
         ks = sorted(by_keep)
         mean = np.array([np.mean(by_keep[k]) for k in ks])
         std = np.array([np.std(by_keep[k]) for k in ks])
-        style = "--" if is_refit(method) else "-"  # refitted values: dashed
-        (line,) = ax.plot(ks, mean, marker="o", ms=3, ls=style, label=label or method)
+        # a refit method: dashed, in the colour of its base method's line when that is on the axes
+        colours = {ln.get_label(): ln.get_color() for ln in ax.get_lines()}
+        style = dict(ls="--", color=colours.get(split_method(method)[0])) if is_refit(method) else {}
+        (line,) = ax.plot(ks, mean, marker="o", ms=3, label=label or method, **style)
         ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
 
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
