@@ -15,6 +15,9 @@ random             ``U(0, 1)`` drawn from ``rng``       global top-B (a uniforml
 snip               ``|W_ij * dL/dW_ij|`` on ``(S, y_S)``  global top-B
 wanda              ``|W_ij| * ||A_:j||_2`` on S          every row (output neuron) keeps the same
                                                         fraction, top scores within the row
+undecayed          ``|-W_ij dL/dW_ij + lam W_ij^2|``    global top-B
+                   on ``(S, y_S)``, lam = the training
+                   weight decay
 ================== ==================================== ===========================================
 
 ``A`` is the layer's input on S (``network.trace(X_S)``), ``L`` the mean
@@ -35,13 +38,13 @@ import time
 import numpy as np
 
 from ._selection import select_layers
-from ._validation import check_choice, check_rng
+from ._validation import check_choice, check_rng, check_scalar
 from .allocation import global_top_b
 from .network import Network
 from .sensitivity import is_one_array
 
 __all__ = ["METHODS", "baseline_masks", "magnitude_scores", "prune_baseline", "random_scores", "scores",
-           "snip_scores", "split_budget", "wanda_scores"]
+           "snip_scores", "split_budget", "undecayed_scores", "wanda_scores"]
 
 #: baseline name -> (score function key, allocation rule named in the report).
 METHODS = {
@@ -50,7 +53,12 @@ METHODS = {
     "random": "global",
     "snip": "global",
     "wanda": "row",
+    "undecayed": "global",
 }
+
+#: weight decay the undecayed score assumes when none is given (the training default of
+#: :func:`sparsify.train.train` and of the experiment).
+DEFAULT_WEIGHT_DECAY = 5e-4
 
 
 # --- scores ------------------------------------------------------------------------
@@ -147,9 +155,70 @@ def _wanda_accumulator(network):
     return add, finish
 
 
-def scores(network: Network, method: str, X_S=None, y_S=None, rng=None) -> list[np.ndarray]:
+def undecayed_scores(network: Network, X_S, y_S, weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
+    """The undecayed-pruning score ``|-W * dL/dW + weight_decay * W**2|`` on ``(X_S, y_S)``.
+
+    ``L`` is the mean cross-entropy of the data alone (no weight-decay term), its
+    gradient from the training backprop (:func:`sparsify.train.loss_and_gradients`;
+    with S as batches, the point-weighted mean of the batch gradients, as for SNIP).
+    ``-W * dL/dW`` is the first-order change of the data loss when the weight is
+    set to zero; ``weight_decay * W**2`` is the weight-decay part kept separate.
+    At a stationary point of the decayed objective (``dL/dW = -weight_decay * W``)
+    the score is ``2 * weight_decay * W**2``, a magnitude score; away from it the
+    data gradient counts, as in SNIP (see docs/experiment.md, "Undecayed pruning").
+    """
+    add, finish = _undecayed_accumulator(network, y_S, weight_decay, one_array=is_one_array(X_S))
+    if is_one_array(X_S):
+        add(0, X_S)
+    else:
+        for k, X in enumerate(X_S):
+            add(k, network.check_input(X, f"X_S batch {k}"))
+    return finish()
+
+
+def _undecayed_accumulator(network, y_S, weight_decay, one_array: bool = False):
+    """``(add(k, X), finish())``: the mean data-loss gradient batch by batch, then the undecayed scores."""
+    from .train import loss_and_gradients
+
+    if y_S is None:
+        raise ValueError("y_S: the undecayed baseline needs the labels of S (y_S=...) to compute dL/dW.")
+    lam = check_scalar(weight_decay, "weight_decay", low=0.0)
+    if not one_array and isinstance(y_S, np.ndarray) and y_S.ndim == 1:
+        raise ValueError("y_S: with S given as batches, give the labels as the matching batches "
+                         "(a list or generator of label arrays, one per batch of X_S).")
+    labels = iter([y_S]) if one_array else iter(y_S)
+    state = {"grads": None, "n": 0}
+
+    def add(k, X):
+        y = next(labels, None)
+        if y is None:
+            raise ValueError(f"y_S: has fewer label batches than X_S has batches (none for batch {k}).")
+        if np.shape(X)[0] == 0 and not one_array:
+            return
+        _, g, _ = loss_and_gradients(network, X, y)
+        n_b = np.shape(X)[0]
+        old = state["grads"]
+        state["grads"] = [gi * n_b for gi in g] if old is None else [a + gi * n_b for a, gi in zip(old, g)]
+        state["n"] += n_b
+
+    def finish():
+        if state["grads"] is None or state["n"] == 0:
+            raise ValueError("X_S: the batch S is empty; undecayed needs at least one labelled point.")
+        out = []
+        for w, g in zip(network.weights, state["grads"]):
+            w = w.astype(np.float64)
+            out.append(np.abs(-w * (g / state["n"]) + lam * w * w))
+        return out
+
+    return add, finish
+
+
+def scores(network: Network, method: str, X_S=None, y_S=None, rng=None,
+           weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
     """The score arrays of baseline ``method`` (one per layer, shaped like the weights)."""
     check_choice(method, "method", METHODS)
+    if method == "undecayed":
+        return undecayed_scores(network, X_S, y_S, weight_decay)
     if method in ("magnitude-global", "magnitude-layer"):
         return magnitude_scores(network)
     if method == "random":
@@ -233,12 +302,13 @@ def _check_call(network, method, X_S):
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
     check_choice(method, "method", METHODS)
-    if method in ("snip", "wanda") and X_S is None:
+    if method in ("snip", "wanda", "undecayed") and X_S is None:
         raise ValueError(f"X_S: the {method} baseline is data-aware; pass the batch S (X_S=...).")
 
 
 def baseline_masks(network: Network, X_S=None, *, keep=None, budget=None, method: str = "magnitude-global",
-                   y_S=None, rng=None, layers=None, exclude=None) -> list[np.ndarray]:
+                   y_S=None, rng=None, layers=None, exclude=None,
+                   weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[np.ndarray]:
     """Boolean keep-masks of baseline ``method`` at the requested size (see module docs).
 
     ``keep`` (one fraction, one per layer, or ``{layer: fraction}``), ``budget``,
@@ -248,12 +318,12 @@ def baseline_masks(network: Network, X_S=None, *, keep=None, budget=None, method
     """
     _check_call(network, method, X_S)
     sel = select_layers(network, keep, budget, layers, exclude)
-    return _group_masks(scores(network, method, X_S, y_S, rng), network, method, sel)
+    return _group_masks(scores(network, method, X_S, y_S, rng, weight_decay), network, method, sel)
 
 
 def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: str = "magnitude-global",
                    y_S=None, rng=None, *, layers=None, exclude=None, reconstruct: bool = False,
-                   calibration=None, lam=None, pattern=None):
+                   calibration=None, lam=None, pattern=None, weight_decay: float = DEFAULT_WEIGHT_DECAY):
     """Prune ``network`` with a baseline and report it like :func:`sparsify.prune`.
 
     Parameters
@@ -264,14 +334,16 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
         measure the pre-activation error on S. A generator is read once.
     keep, budget : exactly one: fraction(s) of prunable weights to keep (one
         float, one per layer, or ``{layer: fraction}``), or a count.
-    method : "magnitude-global" | "magnitude-layer" | "random" | "snip" | "wanda".
-    y_S : int labels of S (needed by "snip"; label batches when S is batches).
+    method : "magnitude-global" | "magnitude-layer" | "random" | "snip" | "wanda" | "undecayed".
+    y_S : int labels of S (needed by "snip" and "undecayed"; label batches when S is batches).
     rng : seed or Generator (used by "random").
     layers, exclude : at most one: layers to prune, or layers left dense.
     reconstruct, calibration, lam, pattern : least-squares refit of the kept weights
         (:mod:`sparsify.reconstruct`) and N:M selection (:mod:`sparsify.patterns`), as in
         :func:`sparsify.prune`. ``method="obs"`` runs :func:`sparsify.obs.prune_obs`
         (``lam`` is then its damping).
+    weight_decay : the training weight decay lambda of the "undecayed" score (ignored by the others;
+        with reconstruct, calibration, lam or pattern the default lambda is used).
 
     Returns
     -------
@@ -306,9 +378,10 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     sel = select_layers(network, keep, budget, layers, exclude)
     sens = None
     one_shot = not is_one_array(X_S) and iter(X_S) is X_S
-    if one_shot and method in ("snip", "wanda"):
+    if one_shot and method in ("snip", "wanda", "undecayed"):
         # S can be read only once: score it while the report's sensitivity pass reads it
-        add, finish = _snip_accumulator(network, y_S) if method == "snip" else _wanda_accumulator(network)
+        add, finish = (_snip_accumulator(network, y_S) if method == "snip" else _wanda_accumulator(network)
+                       if method == "wanda" else _undecayed_accumulator(network, y_S, weight_decay))
 
         def tapped():
             for k, X in enumerate(X_S):
@@ -319,7 +392,7 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
         sens = sensitivity_and_head(network, tapped(), REPORT_POINTS)
         sc = finish()
     else:
-        sc = scores(network, method, X_S, y_S, rng)
+        sc = scores(network, method, X_S, y_S, rng, weight_decay)
     masks = _group_masks(sc, network, method, sel)
     return result_from_masks(network, X_S, masks, method=method, allocation=METHODS[method],
                              requested=sel.requested, seconds=time.perf_counter() - t0, excluded=sel.excluded,

@@ -21,7 +21,7 @@ import importlib
 import sys
 import zipfile
 
-SUBCOMMANDS = ("prune", "demo", "verify", "experiment", "convert")
+SUBCOMMANDS = ("prune", "demo", "verify", "experiment", "convert", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,7 +131,7 @@ def test_errors(setup):
         B.prune_baseline(net, X, keep=0.1, budget=3)
 
 
-@pytest.mark.parametrize("method", ["wanda", "snip"])
+@pytest.mark.parametrize("method", ["wanda", "snip", "undecayed"])
 def test_data_aware_baselines_stream_batches_and_generators(setup, method):
     """S as a list of batches or a one-shot generator (read once) gives the array's scores and masks."""
     net, X, y = setup

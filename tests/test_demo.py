@@ -14,14 +14,14 @@ def test_quick_demo_runs_and_writes_results(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--out", str(out), "--no-plots"]) == 0
     captured = capsys.readouterr()
     text = captured.out
-    for method in E.METHODS:
+    for method in E.DEFAULT_METHODS:  # the demo runs the default methods (undecayed is opt-in)
         assert method in text
     assert "PR@0.5pp" in text and "mode lottery" in text
     assert "SiPP hybrid at keep 0.1" in text and "kept/total" in text  # the hybrid report table
     assert "[  30/30]" in captured.err  # progress on stderr
     rows = E.read_results_csv(out / "results.csv")
     preset = demo.preset(quick=True)
-    n_main = len(E.METHODS) * len(preset["keeps"]) + 1
+    n_main = len(E.DEFAULT_METHODS) * len(preset["keeps"]) + 1
     assert len(rows) == n_main + 2 * len(preset["lottery_keeps"])
     dense = [r for r in rows if r["method"] == "dense"]
     assert len(dense) == 1 and dense[0]["test_accuracy"] > 0.9  # digits is easy for a 300-100 MLP
@@ -53,7 +53,7 @@ def test_oneshot_preset_adds_refit_methods_on_the_full_demo_networks():
     full, one = demo.preset(quick=False), demo.preset(quick=False, oneshot=True)
     cfg = E.ExperimentConfig.from_dict(one)
     assert cfg.mode == "oneshot" and not cfg.lottery and cfg.calibration == 1000
-    assert cfg.methods == list(E.METHODS) + ["sipp-hybrid+ls", "magnitude-global+ls", "wanda+ls", "obs"]
+    assert cfg.methods == list(E.DEFAULT_METHODS) + ["sipp-hybrid+ls", "magnitude-global+ls", "wanda+ls", "obs"]
     assert cfg.keep_grid() == [0.5, 0.3, 0.2, 0.1, 0.05]
     # the same reference networks as the retrain demo: same widths, schedule and seeds
     for key in ("hidden", "epochs", "milestones", "seeds"):
@@ -74,7 +74,7 @@ def test_oneshot_demo_prints_the_refit_table_and_the_comparison(tmp_path, capsys
     assert cli.main(["demo", "--oneshot", "--quick", "--out", str(out), "--no-plots"]) == 0
     text = capsys.readouterr().out
     assert "mode oneshot" in text and "mode retrain" not in text and "mode lottery" not in text
-    for method in list(E.METHODS) + ["sipp-hybrid+ls", "magnitude-global+ls", "wanda+ls", "obs"]:
+    for method in list(E.DEFAULT_METHODS) + ["sipp-hybrid+ls", "magnitude-global+ls", "wanda+ls", "obs"]:
         assert method in text
     assert "sipp-hybrid+ls vs magnitude-global (oneshot, test accuracy, points): mean" in text
     assert "SiPP hybrid with the refit at keep 0.1" in text and "refit on" in text

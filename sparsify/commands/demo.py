@@ -55,10 +55,10 @@ def preset(quick: bool, seed: int = 0, data: str = "digits", oneshot: bool = Fal
     if seed < 0:
         raise ValueError(f"--seed: must be a non-negative integer, got {seed}.")
     if oneshot:  # the same reference networks as the full demo, pruned once
-        from ..experiment import METHODS
+        from ..experiment import DEFAULT_METHODS
 
         return dict(data=data, hidden=[300, 100], mode="oneshot", lottery=False, epochs=30, milestones=[15, 25],
-                    methods=list(METHODS) + ONESHOT_REFIT, calibration=1000,
+                    methods=list(DEFAULT_METHODS) + ONESHOT_REFIT, calibration=1000,
                     keeps=[0.3, REPORT_KEEP, 0.05] if quick else ONESHOT_KEEPS,
                     seeds=[seed] if quick else [seed, seed + 1, seed + 2])
     common = dict(data=data, hidden=[300, 100], mode="retrain", lottery=True)

@@ -48,14 +48,19 @@ FLAGS = {
     "--keep-min": ("keep_min", float, "smallest kept fraction of the geometric grid"),
     "--keep-points": ("keep_points", int, "number of kept fractions in the geometric grid"),
     "--seeds": ("seeds", _ints, "comma-separated seeds (repetitions)"),
-    "--mode": ("mode", str, "one of {modes}: prune once, prune then fine-tune (default), or a prune-retrain "
-               "cascade"),
+    "--mode": ("mode", str, "one of {modes}: prune once, prune then fine-tune (default), a prune-retrain "
+               "cascade, or prune while training"),
     "--s-size": ("s_size", int, "points in S (0: the authors' ceil(3 ln(8 eta eta* / delta)))"),
     "--delta": ("delta", float, "failure probability of the SiPP bounds (default {delta:g})"),
     "--C": ("C", float, "out-of-sample constant C of the SiPP bounds (default {C:g})"),
     "--lottery-method": ("lottery_method", str, "method whose mask the lottery-ticket panel trains "
                          "(default {lottery_method})"),
     "--lottery-keeps": ("lottery_keeps", _floats, "kept fractions of the lottery panel (default: the grid)"),
+    "--imbalance": ("imbalance", str, "subsample training classes, e.g. 3,5:10 (classes 3 and 5 keep 1/10 of "
+                    "their training points; validation and test splits untouched)"),
+    "--analyses": ("analyses", _names, "comma-separated analyses from recall,stability: recall distortion "
+                   "(recall.txt, recall.png) and generalization-stability (stability.txt, stability.png)"),
+    "--prune-every": ("prune_every", int, "epochs between prune events of mode 'during'"),
     "--calibration": ("calibration", int, "training points added to S for the refit methods (name+ls, obs; "
                       "default {calibration}; 0 = S alone)"),
     "--lam": ("lam", float, "relative ridge of the least-squares refit of the +ls methods (default {lam:g})"),

@@ -25,7 +25,10 @@ __all__ = [
     "METHODS",
     "MODES",
     "SIPP_METHODS",
+    "ANALYSES",
+    "DEFAULT_METHODS",
     "load_config",
+    "parse_imbalance",
 ]
 
 #: SiPP variants: experiment name -> (a method of :data:`sparsify.prune.METHODS`, an allocation of
@@ -39,7 +42,14 @@ SIPP_METHODS = {
 BASELINE_METHODS = tuple(_baselines.METHODS)
 #: every method of the experiment; the position of a name seeds its random numbers, so the order is fixed.
 METHODS = tuple(SIPP_METHODS) + BASELINE_METHODS
-MODES = ("oneshot", "retrain", "iterative")
+#: the methods a run uses when ``methods`` is not given (``undecayed`` is opt-in, so earlier runs resume).
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "undecayed")
+MODES = ("oneshot", "retrain", "iterative", "during")
+#: optional analyses of a finished run (:mod:`sparsify.experiment.analyses`).
+ANALYSES = ("recall", "stability")
+#: settings added after the first release: left out of ``config.json`` at their defaults, so a folder
+#: written before them still matches its configuration and resumes.
+_LATER_DEFAULTS = {"imbalance": {}, "analyses": [], "prune_every": 2, "calibration": 1000, "lam": 1e-4}
 
 
 def _setting(default=None, factory=None):
@@ -65,6 +75,11 @@ class ExperimentConfig:
     authors' ``ceil(3 ln(8 eta eta* / delta))``), ``delta`` and ``C``.
     Lottery panel: ``lottery``, ``lottery_method`` and ``lottery_keeps`` (empty =
     the whole grid).
+    ``imbalance`` (``{"classes": [3, 5], "factor": 10}`` or ``"3,5:10"``; empty =
+    none) subsamples the named classes of the training split by ``factor``;
+    ``analyses`` (``["recall", "stability"]``) adds the analyses of
+    :mod:`sparsify.experiment.analyses`; ``prune_every`` is the number of epochs
+    between prune events of mode ``during``.
     Refit methods (``sipp-hybrid+ls``, ``obs``, ...; :mod:`sparsify.experiment.refit`):
     ``calibration`` training points added to S for the refit (0 = S alone) and
     ``lam``, the relative ridge of the refit (> 0; see :mod:`sparsify.reconstruct`).
@@ -87,7 +102,7 @@ class ExperimentConfig:
     retrain_epochs: int = _setting(10)
     retrain_lr: float = _setting(0.05)
     retrain_milestones: list = _setting(factory=lambda: [7])
-    methods: list = _setting(factory=lambda: list(METHODS))
+    methods: list = _setting(factory=lambda: list(DEFAULT_METHODS))
     keeps: list = _setting(factory=list)
     keep_max: float = _setting(0.5)
     keep_min: float = _setting(0.02)
@@ -100,6 +115,9 @@ class ExperimentConfig:
     lottery: bool = _setting(True)
     lottery_method: str = _setting("sipp-hybrid")
     lottery_keeps: list = _setting(factory=list)
+    imbalance: dict = _setting(factory=dict)
+    analyses: list = _setting(factory=list)
+    prune_every: int = _setting(2)
     calibration: int = _setting(1000)
     lam: float = _setting(1e-4)
     labels: dict = field(default_factory=dict, repr=False, compare=False)
@@ -212,6 +230,27 @@ class ExperimentConfig:
         method("lottery_method")
         scalar("calibration", "int", low=0)
         scalar("lam", low=0, low_open=True)
+        self._check_later()
+
+    def _check_later(self) -> None:
+        """``imbalance``, ``analyses`` and ``prune_every`` (settings added with the analyses)."""
+        name = self.label
+        self.imbalance = parse_imbalance(self.imbalance, name("imbalance"))
+        if isinstance(self.analyses, str):
+            self.analyses = [a.strip() for a in self.analyses.split(",") if a.strip()]
+        if not isinstance(self.analyses, (list, tuple)):
+            raise TypeError(f"{name('analyses')}: must be a list drawn from {list(ANALYSES)}, got "
+                            f"{self.analyses!r}.")
+        bad = [a for a in self.analyses if a not in ANALYSES]
+        if bad:
+            raise ValueError(f"{name('analyses')}: unknown analysis {bad}; choose from {list(ANALYSES)}, e.g. "
+                             "recall,stability.")
+        self.analyses = [a for a in ANALYSES if a in self.analyses]
+        self.prune_every = check_scalar(self.prune_every, name("prune_every"), kind="int", low=1)
+        if self.mode == "during" and self.epochs <= self.prune_every:
+            raise ValueError(f"{name('epochs')}: mode 'during' prunes every {self.prune_every} epochs "
+                             f"({name('prune_every')}) while training, so it needs more epochs than that; got "
+                             f"{self.epochs}. Raise {name('epochs')} or lower {name('prune_every')}.")
 
     def _check_seeds(self) -> None:
         rule = f"{self.label('seeds')}: must be a positive integer or a list of non-negative integers"
@@ -262,13 +301,59 @@ class ExperimentConfig:
                     momentum=self.momentum, weight_decay=self.weight_decay,
                     milestones=self.retrain_milestones, gamma=self.gamma)
 
+    def prune_events(self) -> list[int]:
+        """Epochs (counted from 0) at whose start mode ``during`` prunes: every ``prune_every`` epochs."""
+        return list(range(self.prune_every, self.epochs, self.prune_every))
+
     def to_dict(self) -> dict:
-        """The settings as a flat dict (what ``config.json`` holds); lists are copies."""
-        return {key: _copy(getattr(self, key)) for key in self.keys()}
+        """The settings as a flat dict (what ``config.json`` holds); lists are copies.
+
+        Settings added later (``imbalance``, ``analyses``, ``prune_every``) are
+        left out at their defaults, so an earlier run's folder still matches.
+        """
+        return {key: _copy(getattr(self, key)) for key in self.keys()
+                if key not in _LATER_DEFAULTS or getattr(self, key) != _LATER_DEFAULTS[key]}
 
 
 def _copy(value):
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
     return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def parse_imbalance(value, name: str = "imbalance") -> dict:
+    """``{"classes": [...], "factor": f}`` from a dict or a ``"3,5:10"`` string; ``{}`` for none.
+
+    Classes are distinct non-negative integers (checked against the data when it
+    is loaded); the factor is a real number >= 1 (1 changes nothing).
+    """
+    rule = (f"{name}: must be {{classes = [3, 5], factor = 10}} (TOML) or '3,5:10' (classes, a colon, the "
+            "factor by which their training points are subsampled)")
+    if value is None or value == "" or value == {}:
+        return {}
+    if isinstance(value, str):
+        head, sep, tail = value.partition(":")
+        try:
+            classes = [int(v) for v in head.split(",") if v.strip()]
+            factor = float(tail)
+        except ValueError:
+            raise ValueError(f"{rule}, got {value!r}.") from None
+        if not sep:
+            raise ValueError(f"{rule}, got {value!r}.")
+        value = {"classes": classes, "factor": factor}
+    if not isinstance(value, dict):
+        raise TypeError(f"{rule}, got {value!r}.")
+    if set(value) != {"classes", "factor"}:
+        raise ValueError(f"{rule}, got keys {sorted(value)}.")
+    classes = value["classes"]
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise ValueError(f"{rule}; classes must be a non-empty list, got {classes!r}.")
+    classes = [check_scalar(c, f"{name}.classes[{i}]", kind="int", low=0) for i, c in enumerate(classes)]
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{rule}; classes must be distinct, got {classes}.")
+    factor = check_scalar(value["factor"], f"{name}.factor", low=1.0)
+    factor = int(factor) if float(factor).is_integer() else float(factor)
+    return {"classes": sorted(classes), "factor": factor}
 
 
 def load_config(path) -> dict:
@@ -283,7 +368,7 @@ def load_config(path) -> dict:
         raise ValueError(f"config: {str(path)!r} is not valid TOML ({exc}).") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"config: {str(path)!r} could not be read ({exc}).") from None
-    tables = sorted(k for k, v in values.items() if isinstance(v, dict))
+    tables = sorted(k for k, v in values.items() if isinstance(v, dict) and k != "imbalance")
     if tables:
         raise ValueError(
             f"config: {str(path)!r} has table(s) {tables}; write every key at the top level "

@@ -39,13 +39,11 @@ def _check_writable(out: Path) -> list[Path]:
     return missing[::-1]
 
 
-def prepare_out(out, config_dict: dict, added: dict | None = None) -> None:
+def prepare_out(out, config_dict: dict) -> None:
     """Check ``out`` for a run with settings ``config_dict``; create it and write ``config.json`` if new.
 
     An existing ``config.json`` must equal ``config_dict`` (the run is resumed);
-    a folder with ``results.csv`` but no ``config.json`` is refused. ``added``
-    maps settings newer than some folders to the value that reproduces the
-    older behaviour: a ``config.json`` lacking such a key counts as holding it.
+    a folder with ``results.csv`` but no ``config.json`` is refused.
     """
     out = Path(out)
     created = _check_writable(out)
@@ -64,7 +62,6 @@ def prepare_out(out, config_dict: dict, added: dict | None = None) -> None:
         if not isinstance(theirs, dict):
             raise ValueError(f"out: {str(cfg_path)!r} holds a JSON {type(theirs).__name__}, not an object of "
                              "settings, so it is not a run's config.json; choose a new --out.")
-        theirs = {**(added or {}), **theirs}
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if differ:
             raise ValueError(

@@ -27,16 +27,13 @@ import numpy as np
 
 from .config import METHODS, SIPP_METHODS
 
-__all__ = ["ADDED_SETTINGS", "OBS", "OBS_ID", "REFIT_METHODS", "REFIT_SUFFIX", "all_methods", "check_method",
+__all__ = ["OBS", "OBS_ID", "REFIT_METHODS", "REFIT_SUFFIX", "all_methods", "check_method",
            "compare", "format_comparison", "is_refit", "method_id", "prune_refit", "split_method"]
 
 REFIT_SUFFIX = "+ls"
 OBS = "obs"
 #: position of ``obs`` in the seeding of random numbers (far from the positions of METHODS and "dense").
 OBS_ID = 100
-#: settings of the refit methods with their defaults: a run folder written before they existed holds
-#: none, and resumes as if it held these (they change nothing without a refit method).
-ADDED_SETTINGS = {"calibration": 1000, "lam": 1e-4}
 #: every refit method: each method of METHODS with the refit, OBS, and OBS with the refit.
 REFIT_METHODS = tuple(m + REFIT_SUFFIX for m in METHODS) + (OBS, OBS + REFIT_SUFFIX)
 
@@ -82,15 +79,17 @@ def method_id(name: str) -> int:
 
 
 def prune_refit(method: str, network, X_S, y_S, budget: int, rng, *, delta: float, C: float, calibration=None,
-                lam: float | None = None):
+                lam: float | None = None, weight_decay: float | None = None):
     """Prune with a refit method to ``budget`` kept weights; returns the :class:`~sparsify.prune.PruneResult`.
 
     ``calibration`` (array of extra points, or None) is appended to S for the
-    refit, and for ``obs`` to the points its Hessians are built from.
+    refit, and for ``obs`` to the points its Hessians are built from;
+    ``weight_decay`` is the lambda of the ``undecayed`` score, as for the base method.
     """
     from ..baselines import prune_baseline
     from ..obs import prune_obs
     from ..prune import prune
+    from ..reconstruct import with_options
 
     base, refit = split_method(method)
     if calibration is not None and len(calibration) == 0:
@@ -103,7 +102,14 @@ def prune_refit(method: str, network, X_S, y_S, budget: int, rng, *, delta: floa
         sipp_method, allocation = SIPP_METHODS[base]
         return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
                      delta=delta, C=C, **options)
-    return prune_baseline(network, X_S, budget=budget, method=base, y_S=y_S, rng=rng, **options)
+    if base == OBS:
+        return prune_baseline(network, X_S, budget=budget, method=OBS, **options)
+    extra = {} if base != "undecayed" or weight_decay is None else dict(weight_decay=weight_decay)
+
+    def select(S, nm):  # exactly the base method's call, on S read once
+        return prune_baseline(network, S, budget=budget, method=base, y_S=y_S, rng=rng, **extra)
+
+    return with_options(select, network, X_S, keep=None, budget=budget, pattern=None, **options)
 
 
 def compare(rows, method: str, other: str, mode: str = "oneshot") -> dict:

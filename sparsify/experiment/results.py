@@ -24,6 +24,7 @@ from .refit import REFIT_METHODS
 
 __all__ = [
     "CSV_COLUMNS",
+    "LEGACY_COLUMNS",
     "append_row",
     "cell_key",
     "read_results_csv",
@@ -34,11 +35,15 @@ CSV_COLUMNS = (
     "method", "mode", "keep", "seed", "test_accuracy", "accuracy_after_prune", "drop_after_prune",
     "kept_weights", "total_weights", "keep_achieved", "prune_seconds", "retrain_seconds",
     "kept_per_layer", "total_per_layer", "sampled_sides", "det_sides", "dead_sides", "allocation",
-    "s_size", "per_class_recall",
+    "s_size", "per_class_recall", "train_accuracy", "accuracy_before_prune", "instability",
 )
+#: the columns of files written before ``train_accuracy``, ``accuracy_before_prune`` and ``instability``;
+#: such a file is read with NaN in the new columns (and rewritten with all columns when a run resumes).
+LEGACY_COLUMNS = CSV_COLUMNS[:-3]
+_NEW_COLUMNS = CSV_COLUMNS[len(LEGACY_COLUMNS):]
 _INT_COLUMNS = ("seed", "kept_weights", "total_weights", "sampled_sides", "det_sides", "dead_sides", "s_size")
 _FLOAT_COLUMNS = ("keep", "test_accuracy", "accuracy_after_prune", "drop_after_prune", "keep_achieved",
-                  "prune_seconds", "retrain_seconds")
+                  "prune_seconds", "retrain_seconds", "train_accuracy", "accuracy_before_prune", "instability")
 _LIST_COLUMNS = {"kept_per_layer": int, "total_per_layer": int, "per_class_recall": float}
 #: row modes: the run modes and the lottery-ticket panel.
 _ROW_MODES = MODES + ("lottery",)
@@ -61,7 +66,8 @@ def _format_value(value) -> str:
 
 def _row_line(row: dict) -> str:
     buf = _io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([_format_value(row.get(c, "")) for c in CSV_COLUMNS])
+    csv.writer(buf, lineterminator="\n").writerow(
+        [_format_value(row.get(c, "nan" if c in _NEW_COLUMNS else "")) for c in CSV_COLUMNS])
     return buf.getvalue()
 
 
@@ -95,13 +101,19 @@ def _problem(path: Path, lineno: int, text: str) -> ValueError:
     )
 
 
-def _parse_line(line: str, path: Path, lineno: int) -> dict:
-    """One data line as a checked row (numbers and ``;``-joined lists converted)."""
+def _parse_line(line: str, path: Path, lineno: int, columns=CSV_COLUMNS) -> dict:
+    """One data line as a checked row (numbers and ``;``-joined lists converted).
+
+    ``columns`` are the file's columns (:data:`LEGACY_COLUMNS` for an older
+    file, whose rows get NaN in the newer columns).
+    """
     fields = next(csv.reader([line]), [])
-    if len(fields) != len(CSV_COLUMNS):
-        raise _problem(path, lineno, f"has {len(fields)} field(s), expected {len(CSV_COLUMNS)} "
-                                     f"({', '.join(CSV_COLUMNS)}); columns are missing or extra")
-    row: dict = dict(zip(CSV_COLUMNS, fields))
+    if len(fields) != len(columns):
+        raise _problem(path, lineno, f"has {len(fields)} field(s), expected {len(columns)} "
+                                     f"({', '.join(columns)}); columns are missing or extra")
+    row: dict = dict(zip(columns, fields))
+    for c in CSV_COLUMNS:
+        row.setdefault(c, "nan")
     for c in _INT_COLUMNS:
         try:
             row[c] = int(row[c])
@@ -145,6 +157,12 @@ def _row_problem(row: dict) -> str:
     problem = fraction("drop_after_prune", allow_nan=True, low=-1.0)
     if problem:
         return problem
+    for c in ("train_accuracy", "accuracy_before_prune"):
+        problem = fraction(c, allow_nan=True)
+        if problem:
+            return problem
+    if not (math.isnan(row["instability"]) or -math.inf < row["instability"] <= 1.0):
+        return f"column instability: {row['instability']!r} is not NaN or a finite number <= 1"
     for c in ("prune_seconds", "retrain_seconds"):
         if not row[c] >= 0.0 or not math.isfinite(row[c]):
             return f"column {c}: {row[c]!r} is not a finite number >= 0"
@@ -190,7 +208,8 @@ def read_results_csv(path) -> list[dict]:
     if not lines:
         return []
     header = next(csv.reader([lines[0]]), [])
-    if tuple(header) != CSV_COLUMNS:
+    columns = CSV_COLUMNS if tuple(header) != LEGACY_COLUMNS else LEGACY_COLUMNS
+    if tuple(header) != columns:
         missing = [c for c in CSV_COLUMNS if c not in header]
         extra = [c for c in header if c not in CSV_COLUMNS]
         what = (f"the header lacks column(s) {missing}" if missing else
@@ -199,7 +218,7 @@ def read_results_csv(path) -> list[dict]:
         raise _problem(path, 1, f"{what}; this version writes {','.join(CSV_COLUMNS)}")
     rows, first_line = [], {}
     for lineno, line in enumerate(lines[1:], start=2):
-        row = _parse_line(line, path, lineno)
+        row = _parse_line(line, path, lineno, columns)
         key = cell_key(row["mode"], row["method"], row["keep"], row["seed"])
         if key in first_line:
             raise _problem(path, lineno, f"cell (mode, method, keep, seed) = {key} is already recorded on "

@@ -24,9 +24,10 @@ from ..report import jsonable
 from .config import SIPP_METHODS, ExperimentConfig
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
-from .refit import ADDED_SETTINGS, all_methods, is_refit, method_id, prune_refit
+from .refit import all_methods, is_refit, method_id, prune_refit
 from .results import append_row, cell_key, read_results_csv, write_results_csv
 from .summary import accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers, format_summary
+from .stability import instability as _instability
 
 __all__ = ["ExperimentResult", "finish", "prune_with", "reprune", "run_experiment"]
 
@@ -40,10 +41,11 @@ def _seq(*parts) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(p) for p in parts]))
 
 
-def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float, calibration=None,
-               lam: float | None = None):
+def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float,
+               weight_decay: float | None = None, calibration=None, lam: float | None = None):
     """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`.
 
+    ``weight_decay`` (the training weight decay) is the lambda of the ``undecayed`` score.
     ``calibration`` (extra points after S) and ``lam`` (relative ridge) serve the
     refit methods only (:mod:`sparsify.experiment.refit`).
     """
@@ -54,11 +56,14 @@ def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float
     budget = min(budget, max(1, int(sum(np.count_nonzero(w) for w in network.weights))))
     if is_refit(method):
         return prune_refit(method, network, X_S, y_S, budget, rng, delta=delta, C=C, calibration=calibration,
-                           lam=lam)
+                           lam=lam, weight_decay=weight_decay)
     if method in SIPP_METHODS:
         sipp_method, allocation = SIPP_METHODS[method]
         return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
                      delta=delta, C=C)
+    if method == "undecayed" and weight_decay is not None:
+        return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng,
+                              weight_decay=weight_decay)
     return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng)
 
 
@@ -75,6 +80,14 @@ def _warm_up(methods, log) -> None:
     dt = time.perf_counter() - t0
     if dt > 1.0:
         print(f"compiled pruning kernels in {dt:.1f} s (not counted in prune_seconds)", file=log, flush=True)
+
+
+def _load_dataset(cfg: ExperimentConfig):
+    """The run's dataset, with the training split made class-imbalanced when ``imbalance`` asks."""
+    from .during import imbalance_dataset
+
+    ds = _data.load_dataset(cfg.data, rng=cfg.data_seed)
+    return imbalance_dataset(ds, cfg.imbalance, cfg.data_seed, cfg.label("imbalance"))
 
 
 def _s_size(cfg: ExperimentConfig, dataset) -> int:
@@ -110,7 +123,7 @@ def _calibration_points(dataset, n: int, seed: int):
     """``n`` training points of ``seed`` (the same for every method and keep), or None for n = 0."""
     if not n:
         return None
-    index = _seq(seed, 6).choice(len(dataset.y_train), size=n, replace=False)
+    index = _seq(seed, 8).choice(len(dataset.y_train), size=n, replace=False)
     return dataset.X_train[np.sort(index)]
 
 
@@ -156,6 +169,9 @@ class _Run:
         acc = _train.accuracy(net, self.ds.X_test, self.ds.y_test)
         recall = _train.per_class_recall(net, self.ds.X_test, self.ds.y_test, self.ds.n_classes)
         return acc, recall
+
+    def train_accuracy(self, net) -> float:
+        return _train.accuracy(net, self.ds.X_train, self.ds.y_train)
 
     @staticmethod
     def row(*, method, mode, keep, seed, acc, recall, acc_pruned, acc_parent, net, prune_s=0.0,
@@ -204,7 +220,8 @@ class _Run:
         cfg = self.cfg
         t0 = time.perf_counter()
         res = prune_with(method, parent, X_S, y_S, keep, _seq(seed, 2, _method_id(method), k_index),
-                         delta=cfg.delta, C=cfg.C, calibration=self.calib.get(seed), lam=cfg.lam)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay,
+                         calibration=self.calib.get(seed), lam=cfg.lam)
         prune_s = time.perf_counter() - t0
         pruned = res.network
         acc_pruned, recall = self.evaluate(pruned)
@@ -218,6 +235,8 @@ class _Run:
         row = self.row(method=method, mode=mode, keep=keep, seed=seed, acc=acc, recall=recall,
                        acc_pruned=acc_pruned, acc_parent=acc_parent, net=pruned, prune_s=prune_s,
                        retrain_s=retrain_s, report=res.report, s_size=len(X_S))
+        row.update(train_accuracy=self.train_accuracy(net), accuracy_before_prune=float(acc_parent),
+                   instability=_instability(acc_parent, acc_pruned))
         return row, net, acc
 
     def run_seed(self, seed: int) -> None:
@@ -227,10 +246,19 @@ class _Run:
         X_S, y_S = _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
         self.calib = {seed: _calibration_points(self.ds, self.n_calib, seed)}
         if not self.is_done(cfg.mode, "dense", 1.0, seed):
-            self.record(self.row(method="dense", mode=cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
-                                 recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
-                                 s_size=len(X_S)))
+            row = self.row(method="dense", mode=cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
+                           recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
+                           s_size=len(X_S))
+            row["train_accuracy"] = self.train_accuracy(dense)
+            self.record(row)
         for method in cfg.methods:
+            if cfg.mode == "during":
+                from .during import during_cell
+
+                for k_index, keep in enumerate(self.grid):
+                    if not self.is_done("during", method, keep, seed):
+                        self.record(during_cell(self, method, keep, seed, X_S, y_S, k_index))
+                continue
             if cfg.mode == "iterative":
                 self.run_chain(method, seed, dense, dense_acc, X_S, y_S)
                 continue
@@ -247,15 +275,22 @@ class _Run:
         ckpt_dir = self.out / "networks"
         ckpt_dir.mkdir(exist_ok=True)
         start, parent, acc_parent = 0, dense, dense_acc
+        events = []  # instability of each cascade step so far; a row records their mean
         for k_index in range(len(self.grid) - 1, -1, -1):
             path = ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz"
             if path.exists() and all(self.is_done("iterative", method, k, seed) for k in self.grid[:k_index + 1]):
                 start, parent = k_index + 1, self.cached(path)
                 acc_parent = self.evaluate(parent)[0]
+                done = {cell_key(r["mode"], r["method"], r["keep"], r["seed"]): r for r in self.rows}
+                for k in self.grid[:start]:
+                    r = done[cell_key("iterative", method, k, seed)]
+                    events.append(_instability(r["accuracy_before_prune"], r["accuracy_after_prune"]))
                 break
         for k_index in range(start, len(self.grid)):
             keep = self.grid[k_index]
             row, net, acc = self.prune_cell("iterative", method, keep, seed, parent, acc_parent, X_S, y_S, k_index)
+            events.append(row["instability"])
+            row["instability"] = float(np.mean(events))  # NaN when an earlier step predates the column
             save(net, ckpt_dir / f"chain-{method}-seed{seed}-step{k_index}.npz")
             if not self.is_done("iterative", method, keep, seed):
                 self.record(row)
@@ -273,7 +308,8 @@ class _Run:
         init = self.initialisation(seed)
         t0 = time.perf_counter()
         res = prune_with(method, dense, X_S, y_S, keep, _seq(seed, 2, _method_id(method), 1000 + k_index),
-                         delta=cfg.delta, C=cfg.C, calibration=self.calib.get(seed), lam=cfg.lam)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay,
+                         calibration=self.calib.get(seed), lam=cfg.lam)
         prune_s = time.perf_counter() - t0
         sipp_masks = [w != 0 for w in res.network.weights]
         gen = _seq(seed, 5, k_index)
@@ -296,6 +332,7 @@ class _Run:
                            retrain_s=time.perf_counter() - t1, report=res.report if name == method else None,
                            s_size=len(X_S))
             row["drop_after_prune"] = float("nan")
+            row["train_accuracy"] = self.train_accuracy(net)
             self.record(row)
 
 
@@ -312,12 +349,13 @@ def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: i
     path = Path(out_dir) / "networks" / f"dense-seed{seed}.npz"
     if not path.exists():
         raise ValueError(f"seed: {str(path)!r} does not exist; run the experiment for seed {seed} first.")
-    ds = dataset if dataset is not None else _data.load_dataset(config.data, rng=config.data_seed)
+    ds = dataset if dataset is not None else _load_dataset(config)
     dense = load_cached_network(path, config.widths(ds.n_features, ds.n_classes), config.activation)
     X_S, y_S = _data.draw_S(ds, _s_size(config, ds), rng=_seq(seed, 4))
     calibration = _calibration_points(ds, config.calibration if is_refit(method) else 0, seed)
     res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
-                     delta=config.delta, C=config.C, calibration=calibration, lam=config.lam)
+                     delta=config.delta, C=config.C, weight_decay=config.weight_decay,
+                     calibration=calibration, lam=config.lam)
     return res, X_S
 
 
@@ -352,10 +390,10 @@ def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}.")
     config.check()
-    dataset = _data.load_dataset(config.data, rng=config.data_seed)
+    dataset = _load_dataset(config)
     _s_size(config, dataset)  # refuse an S larger than the data before writing anything
     _calibration_size(config, dataset)
-    prepare_out(out, config.to_dict(), added=ADDED_SETTINGS)
+    prepare_out(out, config.to_dict())
     run = _Run(config, out, log, dataset)
     print(f"data {dataset.describe()}; mode {config.mode}; {len(config.methods)} methods x "
           f"{len(run.grid)} keeps x {len(config.seeds)} seeds" + (f"; resuming with {run.resumed} cells done"
@@ -393,4 +431,10 @@ def finish(rows, config: ExperimentConfig, out: Path, data_description: str = ""
     payload = json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n"
     atomic_write(out / "results.json", lambda fh: fh.write(payload.encode("utf-8")))
     written = plot_results(rows, out, title=data_description.split(":")[0]) if plots else []
+    if config.analyses:
+        from .analysis_output import write_analyses
+
+        extra, files = write_analyses(rows, out, config.analyses, title=data_description.split(":")[0],
+                                      plots=plots)
+        text, written = text + "\n" + extra, written + files
     return ExperimentResult(out, rows, text, written)
