@@ -173,6 +173,21 @@ def test_experiment_refit_method_is_the_library_refit(setup):
         np.testing.assert_array_equal(a, b)
 
 
+def test_experiment_refit_of_undecayed_keeps_the_run_weight_decay(setup):
+    from sparsify.experiment import prune_with
+
+    net, X, _ = setup
+    y = np.arange(len(X)) % 4
+    common = dict(delta=sp.bounds.DEFAULT_DELTA, C=sp.bounds.DEFAULT_C, weight_decay=0.3)
+    plain = prune_with("undecayed", net, X, y, 0.3, 0, **common)
+    refit = prune_with("undecayed+ls", net, X, y, 0.3, 0, **common)
+    other = prune_with("undecayed", net, X, y, 0.3, 0, **dict(common, weight_decay=1e-5))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.masks, other.masks))  # the lambda matters here
+    for a, b in zip(plain.masks, refit.masks):
+        np.testing.assert_array_equal(a, b)
+    assert refit.report.refit
+
+
 # --- bad input ------------------------------------------------------------------------
 def test_bad_calibration_is_refused(setup):
     net, X, _ = setup
