@@ -248,7 +248,7 @@ def test_refit_methods_refit_the_base_selection_and_leave_faithful_results_uncha
     assert "obs" in (out / "summary.txt").read_text() and "sipp-hybrid+ls" in (out / "summary.txt").read_text()
 
 
-def test_refit_methods_in_retrain_and_iterative_modes(tmp_path):
+def test_refit_methods_in_retrain_iterative_and_during_modes(tmp_path):
     cfg = tiny_config(mode="iterative", methods=["magnitude-global+ls", "obs"], seeds=[0], keeps=[0.6, 0.3],
                       calibration=20, lottery=True, lottery_method="wanda+ls", lottery_keeps=[0.3])
     res, _ = run_tiny(tmp_path, cfg)
@@ -259,6 +259,9 @@ def test_refit_methods_in_retrain_and_iterative_modes(tmp_path):
     res2, _ = run_tiny(tmp_path, tiny_config(methods=["sipp-det+ls"], seeds=[0], keeps=[0.3], calibration=0), "rt")
     row = [r for r in res2.rows if r["method"] == "sipp-det+ls"][0]
     assert row["mode"] == "retrain" and row["kept_weights"] == round(0.3 * row["total_weights"])
+    res3, _ = run_tiny(tmp_path, tiny_config(mode="during", methods=["wanda+ls"], seeds=[0], keeps=[0.3], epochs=5,
+                                             calibration=20), "during")
+    assert [r["method"] for r in res3.rows if r["mode"] == "during"] == ["dense", "wanda+ls"]
 
 
 def test_comparison_of_two_methods_on_hand_made_rows():
