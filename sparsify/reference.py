@@ -132,6 +132,8 @@ def draws_for_unique(q: np.ndarray, m: float) -> int:
         return 0
     if m > support:
         raise ValueError(f"m={m} exceeds the support size {support}")
+    if m <= 1:
+        return 1  # one draw hits exactly one entry (no rounding of sum q involved)
     lo, hi = 0, max(1, int(np.ceil(m)))
     while expected_unique(q, hi) < m:
         lo, hi = hi, 2 * hi

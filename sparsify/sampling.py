@@ -200,7 +200,8 @@ def draws_for_unique(q_sides: list[np.ndarray], m: np.ndarray) -> np.ndarray:
     Vectorised integer bisection over all sides at once (``q_sides[t]`` holds the
     positive probabilities of side ``t``). Targets must satisfy
     ``0 < m[t] <= len(q_sides[t])``; a target equal to the support size needs
-    infinitely many draws and is refused.
+    infinitely many draws and is refused. A target ``m <= 1`` gets ``N = 1``
+    exactly (one draw hits one entry), whatever the rounding of ``sum q``.
     """
     n = len(q_sides)
     m = np.asarray(m, dtype=np.float64)
@@ -217,8 +218,11 @@ def draws_for_unique(q_sides: list[np.ndarray], m: np.ndarray) -> np.ndarray:
 
     lo = np.zeros(n, np.int64)                     # expected(lo) < m
     hi = np.maximum(np.ceil(m).astype(np.int64), 1)  # grow until expected(hi) >= m
+    # one draw gives exactly one distinct entry: N = 1 for m <= 1 without rounding (the
+    # computed expected(1) = sum q can fall one ulp short of 1 and would ask for 2 draws)
+    one = m <= 1.0
     for _ in range(64):
-        short = expected(hi) < m
+        short = (expected(hi) < m) & ~one
         if not short.any():
             break
         lo = np.where(short, hi, lo)

@@ -239,6 +239,23 @@ def test_draws_for_unique_many_sides_at_once_equal_one_at_a_time():
     assert together.dtype == np.int64
 
 
+@given(q=probabilities(), m=st.floats(1e-6, 1.0))
+@settings(max_examples=60)
+def test_a_target_of_at_most_one_needs_exactly_one_draw(q, m):
+    # one draw hits exactly one entry; the computed sum of q may round below 1 and must not
+    # turn into a second draw (that made the draw count depend on the machine's libm)
+    assume(q.size >= 2)
+    assert int(sampling.draws_for_unique([q], np.array([m]))[0]) == 1
+    assert ref.draws_for_unique(q, m) == 1
+
+
+def test_one_draw_where_the_computed_sum_of_q_falls_short_of_one():
+    s = np.random.default_rng(2).random(8)
+    q = s / s.sum()
+    assert sampling.expected_unique([q], np.array([1]))[0] < 1.0  # the case that asked for 2 draws
+    assert int(sampling.draws_for_unique([q], np.array([1.0]))[0]) == 1
+
+
 @pytest.mark.parametrize("n", [1, 2, 7, 50, 1000])
 def test_expected_unique_closed_form_for_uniform_q(n):
     q = np.full(n, 1.0 / n)
