@@ -308,8 +308,9 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """The settings as a flat dict (what ``config.json`` holds); lists are copies.
 
-        Settings added later (``imbalance``, ``analyses``, ``prune_every``) are
-        left out at their defaults, so an earlier run's folder still matches.
+        Settings added later (``imbalance``, ``analyses``, ``prune_every``,
+        ``calibration``, ``lam``) are left out at their defaults, so an earlier
+        run's folder still matches.
         """
         return {key: _copy(getattr(self, key)) for key in self.keys()
                 if key not in _LATER_DEFAULTS or getattr(self, key) != _LATER_DEFAULTS[key]}
