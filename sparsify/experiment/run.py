@@ -21,10 +21,11 @@ from .._blas import single_threaded_blas
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..io import atomic_write, save
 from ..report import jsonable
-from .config import METHODS, SIPP_METHODS, ExperimentConfig
+from .config import SIPP_METHODS, ExperimentConfig
 from . import models as _models
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
+from .refit import all_methods, is_refit, method_id, prune_refit
 from .results import append_row, cell_key, read_results_csv, write_results_csv
 from .summary import accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers, format_summary
 from .stability import instability as _instability
@@ -33,7 +34,7 @@ __all__ = ["ExperimentResult", "finish", "prune_with", "reprune", "run_experimen
 
 
 def _method_id(method: str) -> int:
-    return (METHODS + ("dense",)).index(method)
+    return method_id(method)
 
 
 def _seq(*parts) -> np.random.Generator:
@@ -42,16 +43,21 @@ def _seq(*parts) -> np.random.Generator:
 
 
 def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float,
-               weight_decay: float | None = None):
+               weight_decay: float | None = None, calibration=None, lam: float | None = None):
     """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`.
 
     ``weight_decay`` (the training weight decay) is the lambda of the ``undecayed`` score.
+    ``calibration`` (extra points after S) and ``lam`` (relative ridge) serve the
+    refit methods only (:mod:`sparsify.experiment.refit`).
     """
     from ..baselines import prune_baseline
     from ..prune import prune
 
     budget = max(1, int(round(keep * network.n_weights)))
     budget = min(budget, max(1, int(sum(np.count_nonzero(w) for w in network.weights))))
+    if is_refit(method):
+        return prune_refit(method, network, X_S, y_S, budget, rng, delta=delta, C=C, calibration=calibration,
+                           lam=lam, weight_decay=weight_decay)
     if method in SIPP_METHODS:
         sipp_method, allocation = SIPP_METHODS[method]
         return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
@@ -128,6 +134,29 @@ def _s_size(cfg: ExperimentConfig, dataset) -> int:
     return size
 
 
+def _calibration_size(cfg: ExperimentConfig, dataset) -> int:
+    """Training points added to S by the refit methods (0 without one); refused if the split is smaller."""
+    needed = [m for m in cfg.methods + ([cfg.lottery_method] if cfg.lottery else []) if is_refit(m)]
+    if not needed:
+        return 0
+    n_train = len(dataset.y_train)
+    if cfg.calibration > n_train:
+        raise ValueError(
+            f"{cfg.label('calibration')}: the refit methods {needed} draw their extra calibration points from "
+            f"the training split, which has only {n_train} points ({dataset.describe()}), fewer than "
+            f"{cfg.calibration}; pass a smaller {cfg.label('calibration')} (at most {n_train}; 0 = S alone)."
+        )
+    return cfg.calibration
+
+
+def _calibration_points(dataset, n: int, seed: int):
+    """``n`` training points of ``seed`` (the same for every method and keep), or None for n = 0."""
+    if not n:
+        return None
+    index = _seq(seed, 8).choice(len(dataset.y_train), size=n, replace=False)
+    return dataset.X_train[np.sort(index)]
+
+
 class _Run:
     """State of one experiment run in its output folder."""
 
@@ -140,6 +169,8 @@ class _Run:
         self.lottery_grid = cfg.lottery_grid()
         self.widths = cfg.widths(dataset.n_features, dataset.n_classes)
         self.s_size = _s_size(cfg, dataset)
+        self.n_calib = _calibration_size(cfg, dataset)
+        self.calib = {}
         # cached reference networks are checked before anything is written
         self.references = {seed: self.cached(self._reference_path(seed)) for seed in cfg.seeds
                            if self._reference_path(seed).exists()}
@@ -219,7 +250,8 @@ class _Run:
         cfg = self.cfg
         t0 = time.perf_counter()
         res = prune_with(method, parent, X_S, y_S, keep, _seq(seed, 2, _method_id(method), k_index),
-                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay,
+                         calibration=self.calib.get(seed), lam=cfg.lam)
         prune_s = time.perf_counter() - t0
         pruned = res.network
         acc_pruned, recall = self.evaluate(pruned)
@@ -242,6 +274,7 @@ class _Run:
         dense = self.reference(seed)
         dense_acc, dense_recall = self.evaluate(dense)
         X_S, y_S = _data.draw_S(self.ds, self.s_size, rng=_seq(seed, 4))
+        self.calib = {seed: _calibration_points(self.ds, self.n_calib, seed)}
         if not self.is_done(cfg.mode, "dense", 1.0, seed):
             row = self.row(method="dense", mode=cfg.mode, keep=1.0, seed=seed, acc=dense_acc,
                            recall=dense_recall, acc_pruned=dense_acc, acc_parent=dense_acc, net=dense,
@@ -305,7 +338,8 @@ class _Run:
         init = self.initialisation(seed)
         t0 = time.perf_counter()
         res = prune_with(method, dense, X_S, y_S, keep, _seq(seed, 2, _method_id(method), 1000 + k_index),
-                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay,
+                         calibration=self.calib.get(seed), lam=cfg.lam)
         prune_s = time.perf_counter() - t0
         sipp_masks = [w != 0 for w in res.network.weights]
         gen = _seq(seed, 5, k_index)
@@ -348,8 +382,10 @@ def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: i
     ds = dataset if dataset is not None else _load_dataset(config)
     dense = _load_cached(config, ds, path)
     X_S, y_S = _data.draw_S(ds, _s_size(config, ds), rng=_seq(seed, 4))
+    calibration = _calibration_points(ds, config.calibration if is_refit(method) else 0, seed)
     res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
-                     delta=config.delta, C=config.C, weight_decay=config.weight_decay)
+                     delta=config.delta, C=config.C, weight_decay=config.weight_decay,
+                     calibration=calibration, lam=config.lam)
     return res, X_S
 
 
@@ -386,6 +422,7 @@ def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
     config.check()
     dataset = _load_dataset(config)
     _s_size(config, dataset)  # refuse an S larger than the data before writing anything
+    _calibration_size(config, dataset)
     prepare_out(out, config.to_dict())
     run = _Run(config, out, log, dataset)
     print(f"data {dataset.describe()}; mode {config.mode}; {len(config.methods)} methods x "
@@ -393,7 +430,7 @@ def _run_experiment(config, out: Path, log, plots: bool) -> ExperimentResult:
                                                                     if run.resumed else ""),
           file=log, flush=True)
     needed = set(config.methods) | ({config.lottery_method} if config.lottery else set())
-    _warm_up([m for m in METHODS if m in needed], log, config.model)
+    _warm_up([m for m in all_methods() if m in needed], log, config.model)
     for seed in config.seeds:
         run.run_seed(seed)
     return finish(run.rows, config, out, dataset.describe(), plots=plots)
