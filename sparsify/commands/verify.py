@@ -8,7 +8,8 @@ from pathlib import Path
 from .._validation import check_scalar
 from ..allocation import ALLOCATIONS
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
-from ..prune import METHODS
+from ..prune import DEFAULT_METHOD, METHODS
+from .prune import DEFAULT_KEEP
 from ..verify import EPS_MAX
 from ._common import add_model_args, check_outputs, json_writer, load_model, load_points
 
@@ -50,9 +51,9 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="S.npy", help="batch S used for pruning, (n_points, n_in)")
     p.add_argument("--test", required=True, metavar="T.npy", help="held-out batch T, (n_points, n_in)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--keep", type=float, metavar="F", help="fraction of weights to keep, in (0, 1] (default 0.1)")
+    size.add_argument("--keep", type=float, metavar="F", help=f"fraction of weights to keep, in (0, 1] (default {DEFAULT_KEEP})")
     size.add_argument("--budget", type=int, metavar="N", help="number of weights to keep")
-    p.add_argument("--method", choices=METHODS, default="hybrid", help="per-side rule (default hybrid)")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"per-side rule (default {DEFAULT_METHOD})")
     p.add_argument("--allocation", choices=ALLOCATIONS, default=None,
                    help="budget rule (default: global for det, balanced otherwise)")
     p.add_argument("--seeds", type=int, default=50, metavar="N", help="independent prunings (default 50)")
@@ -141,7 +142,7 @@ def run(args) -> int:
     net = load_model(args)
     X_S = load_points(args.data, "--data")
     X_T = load_points(args.test, "--test")
-    keep = args.keep if args.keep is not None or args.budget is not None else 0.1
+    keep = args.keep if args.keep is not None or args.budget is not None else DEFAULT_KEEP
     show = not args.quiet
     result = verify(net, X_S, X_T, keep=keep, budget=args.budget, method=args.method, allocation=args.allocation,
                     seeds=args.seeds, first_seed=args.first_seed, eps=args.eps, delta=args.delta, C=args.C,
