@@ -121,28 +121,40 @@ def _snip_accumulator(network, y_S):
 def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
     """``|W_ij| * ||A_:j||_2``: weight magnitude times the norm of its input over S.
 
-    S given as batches is read once, one batch at a time (the squared norms are
-    summed over batches, so memory does not grow with |S|).
+    For a convolution ``W`` is the weight-matrix view and ``A`` its patch matrix:
+    the norm runs over every (point, patch) row of S (docs/theory.md S15), summed
+    block by block so the patches of S never exist at once. Scores are shaped like
+    the weights. S given as batches is read once, one batch at a time (the squared
+    norms are summed over batches, so memory does not grow with |S|).
     """
-    if is_one_array(X_S):
-        norms = [np.linalg.norm(a.astype(np.float64), axis=0) for a in network.trace(X_S)]
-        return [np.abs(w).astype(np.float64) * nrm[None, :] for w, nrm in zip(network.weights, norms)]
     add, finish = _wanda_accumulator(network)
-    for k, X in enumerate(X_S):
-        add(k, network.check_input(X, f"X_S batch {k}"))
+    batches = [X_S] if is_one_array(X_S) else X_S
+    for k, X in enumerate(batches):
+        add(k, network.check_input(X, "X_S" if is_one_array(X_S) else f"X_S batch {k}"))
     return finish()
+
+
+def _input_square_sums(layer, a: np.ndarray) -> np.ndarray:
+    """Squared norm of each column of ``layer``'s input matrix at input ``a`` (float64)."""
+    if layer.kind == "conv2d":
+        from ._patches import column_square_sums
+
+        return column_square_sums(a, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    return np.einsum("ij,ij->j", a, a, dtype=np.float64)
 
 
 def _wanda_accumulator(network):
     """``(add(k, X), finish())``: squared input norms summed batch by batch, then wanda's scores."""
-    squares = [np.zeros(w.shape[1]) for w in network.weights]
+    layers = network.prunable_layers
+    squares = [np.zeros(layer.weight_matrix.shape[1]) for layer in layers]
 
     def add(k, X):
-        for sq, a in zip(squares, network.trace(X)):
-            sq += np.einsum("ij,ij->j", a, a, dtype=np.float64)
+        for sq, layer, a in zip(squares, layers, network.trace(X)):
+            sq += _input_square_sums(layer, a)
 
     def finish():
-        return [np.abs(w).astype(np.float64) * np.sqrt(sq)[None, :] for w, sq in zip(network.weights, squares)]
+        return [(np.abs(layer.weight_matrix).astype(np.float64) * np.sqrt(sq)[None, :]).reshape(layer.weight.shape)
+                for layer, sq in zip(layers, squares)]
 
     return add, finish
 
@@ -213,7 +225,9 @@ def _row_masks(scores_, eligible, budget: int) -> list[np.ndarray]:
 def _group_masks(sc, network: Network, method: str, sel) -> list[np.ndarray]:
     """Masks of baseline ``method`` for scores ``sc``: each group of ``sel`` gets its budget
     under the method's rule; layers outside every group keep all their (nonzero) weights."""
-    eligible = [np.asarray(w) != 0 for w in network.weights]
+    views = [layer.weight_matrix for layer in network.prunable_layers]  # rows = output neurons/channels
+    sc = [np.reshape(s, w.shape) for s, w in zip(sc, views)]
+    eligible = [w != 0 for w in views]
     masks = list(eligible)
     rule = METHODS[method]
     for group, B in sel.groups:
@@ -226,7 +240,7 @@ def _group_masks(sc, network: Network, method: str, sel) -> list[np.ndarray]:
             got = _row_masks(g_sc, g_ok, B)
         for k, mk in zip(group, got):
             masks[k] = mk
-    return masks
+    return [mk.reshape(layer.weight.shape) for mk, layer in zip(masks, network.prunable_layers)]
 
 
 def _check_call(network, method, X_S):
