@@ -73,12 +73,10 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
     batches, ``y_S`` holds the matching label batches and the gradient is the
     point-weighted mean of the batch gradients.
     """
-    from .train import loss_and_gradients
-
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
     if is_one_array(X_S):
-        _, grads, _ = loss_and_gradients(network, X_S, y_S)
+        _, grads, _ = _gradients(network, X_S, y_S)
         return [np.abs(w.astype(np.float64) * g) for w, g in zip(network.weights, grads)]
     add, finish = _snip_accumulator(network, y_S)
     for k, X in enumerate(X_S):
@@ -86,9 +84,25 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
     return finish()
 
 
+def _gradients(network, X, y):
+    """``loss_and_gradients`` of :mod:`sparsify.train`; for a network with layers other than
+    Dense whose backward pass the training code does not provide, a clear ValueError."""
+    from .train import loss_and_gradients
+
+    if all(layer.kind == "dense" for layer in network.layers):
+        return loss_and_gradients(network, X, y)
+    try:
+        return loss_and_gradients(network, X, y)
+    except (AttributeError, NotImplementedError, TypeError) as exc:
+        kinds = sorted({layer.kind for layer in network.layers} - {"dense"})
+        raise ValueError(
+            f"method='snip': needs dL/dW, and the backward pass of sparsify.train does not cover layers of "
+            f"kind {kinds} ({type(exc).__name__}: {exc}); use 'wanda', 'magnitude-global' or SiPP on this network."
+        ) from None
+
+
 def _snip_accumulator(network, y_S):
     """``(add(k, X), finish())``: sum ``n_b * grad_b`` batch by batch, then SNIP's scores."""
-    from .train import loss_and_gradients
 
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
@@ -104,7 +118,7 @@ def _snip_accumulator(network, y_S):
             raise ValueError(f"y_S: has fewer label batches than X_S has batches (none for batch {k}).")
         if X.shape[0] == 0:
             return
-        _, g, _ = loss_and_gradients(network, X, y)
+        _, g, _ = _gradients(network, X, y)
         n_b = X.shape[0]
         old = state["grads"]
         state["grads"] = [gi * n_b for gi in g] if old is None else [a + gi * n_b for a, gi in zip(old, g)]
