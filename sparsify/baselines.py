@@ -75,7 +75,7 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
     """
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
-    if is_one_array(X_S):
+    if is_one_array(X_S, len(network.input_shape)):
         _, grads, _ = _gradients(network, X_S, y_S)
         return [np.abs(w.astype(np.float64) * g) for w, g in zip(network.weights, grads)]
     add, finish = _snip_accumulator(network, y_S)
@@ -142,9 +142,9 @@ def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
     norms are summed over batches, so memory does not grow with |S|).
     """
     add, finish = _wanda_accumulator(network)
-    batches = [X_S] if is_one_array(X_S) else X_S
+    batches = [X_S] if is_one_array(X_S, len(network.input_shape)) else X_S
     for k, X in enumerate(batches):
-        add(k, network.check_input(X, "X_S" if is_one_array(X_S) else f"X_S batch {k}"))
+        add(k, network.check_input(X, "X_S" if is_one_array(X_S, len(network.input_shape)) else f"X_S batch {k}"))
     return finish()
 
 
@@ -333,7 +333,7 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     _check_call(network, method, X_S)
     sel = select_layers(network, keep, budget, layers, exclude)
     sens = None
-    one_shot = not is_one_array(X_S) and iter(X_S) is X_S
+    one_shot = not is_one_array(X_S, len(network.input_shape)) and iter(X_S) is X_S
     if one_shot and method in ("snip", "wanda"):
         # S can be read only once: score it while the report's sensitivity pass reads it
         add, finish = _snip_accumulator(network, y_S) if method == "snip" else _wanda_accumulator(network)

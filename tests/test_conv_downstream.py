@@ -59,10 +59,12 @@ def test_verify_det_in_sample_never_fails_with_max_reduction(make, data):
     net, (X, T) = make(), data
     res = sp.verify.verify(net, X, T, keep=0.3, method="det", seeds=2, patch_reduction="max")
     assert len(res["layers"]) == len(net.prunable_layers)
-    for row, layer, (P, _) in zip(res["layers"], net.prunable_layers, sp.bounds.patch_sizes(net)):
+    rows = _patch_rows(net, X)
+    for row, layer, (P, _), A in zip(res["layers"], net.prunable_layers, sp.bounds.patch_sizes(net), rows):
         assert row["failures"] == 0 and row["pair_failure_rate"] == 0.0
         assert row["shape"] == "x".join(map(str, layer.weight.shape)) and row["patches"] == P
-        assert row["points"] == X.shape[0] * P  # a convolution's points are its (x, p) rows
+        assert A.shape[0] == X.shape[0] * P  # a convolution's points are its (x, p) rows (sign-split below)
+        assert row["points"] == reference.split_inputs(A).shape[0]
     assert res["holds"]
     net_part = res["network"]
     assert not net_part["product_applicable"] and not net_part["forward_applicable"]
@@ -193,12 +195,10 @@ def test_cli_prune_cnn_with_nchw_data_writes_the_format_of_the_suffix(files, suf
 
 def test_cli_prune_refuses_flat_data_and_unknown_suffix_and_writes_nothing(files, capsys):
     d = files
-    with pytest.raises(SystemExit):
-        main(["prune", str(d / "res.npz"), "--data", str(d / "flat.npy"), "--out", str(d / "p.npz")])
+    assert main(["prune", str(d / "res.npz"), "--data", str(d / "flat.npy"), "--out", str(d / "p.npz")]) == 2
     err = capsys.readouterr().err
     assert "(2, 8, 8)" in err and "reshape" in err
-    with pytest.raises(SystemExit):
-        main(["prune", str(d / "res.npz"), "--data", str(d / "S.npy"), "--out", str(d / "p.txt")])
+    assert main(["prune", str(d / "res.npz"), "--data", str(d / "S.npy"), "--out", str(d / "p.txt")]) == 2
     assert "suffix" in capsys.readouterr().err
     assert not (d / "p.npz").exists() and not (d / "p.txt").exists()
 
@@ -266,13 +266,19 @@ def test_reconstruct_residual_targets_are_the_dense_preactivations(data):
 
 
 def test_nm_pattern_on_convolutions_runs_along_the_flattened_kernel(data):
-    net, (X, _) = _resnet(), data
+    g = np.random.default_rng(2)
+    net = Network([Conv2d(g.standard_normal((4, 4, 3, 3)), None, "relu", padding=1),
+                   Residual([Conv2d(g.standard_normal((4, 4, 3, 3)), None, "identity", padding=1)], "relu",
+                            shortcut=Conv2d(g.standard_normal((4, 4, 1, 1)), None, "identity")),
+                   MaxPool2d(3), Flatten(), Dense(g.standard_normal((2, 4 * 2 * 2)), None, "identity")],
+                  input_shape=(4, 6, 6))
+    X = g.standard_normal((5, 4, 6, 6))
     res = sp.prune(net, X, method="det", pattern="2:4")
     for mk in res.masks:
         groups = mk.reshape(mk.shape[0], -1, 4)
         assert np.all(groups.sum(axis=2) == 2)
     with pytest.raises(ValueError, match="18"):
-        sp.prune(_cnn(), X, method="det", pattern="2:4")  # layer 0 has rows of 2*3*3 = 18
+        sp.prune(_cnn(), data[0], method="det", pattern="2:4")  # layer 0 has rows of 2*3*3 = 18
 
 
 # --- property: prune on drawn CNNs ------------------------------------------------------
