@@ -41,7 +41,11 @@ def load_points(path, name: str = "--data", input_shape=None) -> np.ndarray:
         raise ValueError(f"{name}: expected a .npy array of shape {want}, got an .npz archive "
                          f"{str(path)!r}; save the points with np.save('S.npy', X).")
     arr = read_npy(path, name)
-    if input_shape is None:
+    if input_shape is not None and len(input_shape) == 1:
+        if arr.ndim != 2:  # the feature count is checked where the points are used
+            raise ValueError(f"{name}: expected an array of shape {want}, got shape {arr.shape} "
+                             f"from {str(path)!r}.")
+    elif input_shape is None:
         if arr.ndim < 2:
             raise ValueError(f"{name}: expected an array of shape {want}, got shape {arr.shape} "
                              f"from {str(path)!r}.")
