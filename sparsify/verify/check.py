@@ -24,6 +24,13 @@ fraction of (sampled-or-not side, point) pairs that fail lies in [0, 1], is
 i.i.d. over seeds and has mean at most ``delta``; ``pair_verdict`` applies the
 same rule to its two-sided Hoeffding interval. ``holds`` in the result means no
 in-sample ``verdict`` or ``pair_verdict`` is ``"violated"``.
+
+Convolutions (docs/theory.md S15): the checks run over ``network.prunable_layers``
+(inside residual blocks too) on each layer's weight-matrix view, and a
+convolution's points are the (x, p) rows of its patch matrix. The checker holds
+the patch matrices of S and T in memory (it is a check for batches of moderate
+size; pruning itself streams them). The network-level propagation (S12) is
+computed for chains of dense layers only and reported as not applicable otherwise.
 """
 from __future__ import annotations
 
