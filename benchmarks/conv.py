@@ -98,7 +98,7 @@ def memory(points=MEMORY_POINTS, shape=MEMORY_SHAPE) -> list:
         row = dict(label=label, points=n, input_bytes=X.nbytes,
                    patch_matrix_bytes=net.layers[0].patches_per_point((c_in, side, side)) * n * c_in * k * k * 8)
         for r in ("max", "mean"):
-            sp.sensitivity(net, X[:2], patch_reduction=r)  # compiled before tracing
+            sp.sensitivity(net, X[:64], patch_reduction=r)  # compiled (block-size paths too) before tracing
             tracemalloc.start()
             sp.sensitivity(net, X, patch_reduction=r)
             row[f"peak_bytes_{r}"] = tracemalloc.get_traced_memory()[1]
