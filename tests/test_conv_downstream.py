@@ -297,3 +297,32 @@ def test_prune_det_on_drawn_cnns_keeps_budget_masks_and_in_sample_bound(pair):
         fails, _, _ = side_check(reference.split_inputs(np.asarray(A, np.float64)), layer.weight_matrix,
                                  new.weight_matrix, tab.eps, rtol)  # S6 per (x, p) row
         assert not fails.any()
+
+
+# --- OBS on convolutions ------------------------------------------------------------------
+def test_obs_on_a_conv_layer_uses_the_hessian_of_all_patch_rows(data, monkeypatch):
+    from sparsify import _patches
+    from sparsify.obs import DEFAULT_BLOCK, DEFAULT_LAM, damped_hessian, inverse_cholesky_upper, obs_sweep, prune_obs
+
+    g = np.random.default_rng(4)
+    conv = Conv2d(g.standard_normal((4, 2, 3, 3)), g.standard_normal(4), "relu", padding=1, dilation=(1, 2))
+    net = Network([conv], input_shape=(2, 8, 8))
+    X = data[0]
+    monkeypatch.setattr(_patches, "ROWS_PER_BLOCK", 11)
+    res = prune_obs(net, X, keep=0.5)
+    A = conv.input_matrix(X)
+    U = inverse_cholesky_upper(damped_hessian(A.T @ A, DEFAULT_LAM))
+    counts = np.array([int(round(0.5 * conv.weight.size))])
+    W, mask = obs_sweep(conv.weight_matrix, U, DEFAULT_BLOCK, keep_counts=counts)
+    np.testing.assert_array_equal(res.masks[0].reshape(mask.shape), mask)
+    np.testing.assert_allclose(res.network.prunable_layers[0].weight_matrix, np.where(mask, W, 0), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [_cnn, _resnet])
+def test_obs_on_cnns_keeps_the_budget_and_its_masks(make, data):
+    net, (X, _) = make(), data
+    res = baselines.prune_baseline(net, X, keep=0.4, method="obs")
+    assert res.report.achieved == res.report.requested == round(0.4 * net.n_weights)
+    for mk, layer, new in zip(res.masks, net.prunable_layers, res.network.prunable_layers):
+        assert mk.shape == layer.weight.shape and not np.any(new.weight[~mk])
+    assert [type(a) for a in res.network.layers] == [type(a) for a in net.layers]
