@@ -357,15 +357,10 @@ def _fixed_blocks(batches, size: int):
             n_pending += take
             start += take
             if n_pending == size:
-                yield _joined(pending)
+                yield np.concatenate(pending, axis=0)
                 pending, n_pending = [], 0
-    if n_pending:
-        yield _joined(pending)
-
-
-def _joined(pieces: list) -> np.ndarray:
-    """The pieces of one block as one array (a single piece as it is: no copy of a short S)."""
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+    if n_pending:  # a single piece (a short S) is passed on as it is, not copied
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending, axis=0)
 
 
 def _layer_inputs_of_block(network, X):

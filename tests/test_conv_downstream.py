@@ -326,3 +326,13 @@ def test_obs_on_cnns_keeps_the_budget_and_its_masks(make, data):
     for mk, layer, new in zip(res.masks, net.prunable_layers, res.network.prunable_layers):
         assert mk.shape == layer.weight.shape and not np.any(new.weight[~mk])
     assert [type(a) for a in res.network.layers] == [type(a) for a in net.layers]
+
+
+def test_verify_on_a_network_ending_in_a_pool_measures_the_output(data):
+    g = np.random.default_rng(6)
+    net = Network([Conv2d(g.standard_normal((3, 2, 3, 3)), None, "relu"), AvgPool2d(2)], input_shape=(2, 8, 8))
+    X, T = data
+    res = sp.verify.verify(net, X, T, keep=0.5, method="det", seeds=1, patch_reduction="max")
+    assert res["holds"] and res["layers"][0]["failures"] == 0
+    assert res["network"]["in_sample"]["points"] == X.shape[0]
+    assert res["network"]["in_sample"]["measured_max"] > 0
