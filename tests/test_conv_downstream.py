@@ -336,3 +336,20 @@ def test_verify_on_a_network_ending_in_a_pool_measures_the_output(data):
     assert res["holds"] and res["layers"][0]["failures"] == 0
     assert res["network"]["in_sample"]["points"] == X.shape[0]
     assert res["network"]["in_sample"]["measured_max"] > 0
+
+
+def test_cli_prune_format_csr(files, tmp_path, capsys):
+    d = files
+    mlp = sp.random_mlp([6, 10, 3], rng=0)
+    X = np.random.default_rng(1).standard_normal((20, 6))
+    sp.save(mlp, d / "mlp.npz")
+    np.save(d / "flatS.npy", X)
+    assert main(["prune", str(d / "mlp.npz"), "--data", str(d / "flatS.npy"), "--keep", "0.3", "--method", "det",
+                 "--format", "csr", "--out", str(d / "p.npz"), "--quiet"]) == 0
+    want = sp.prune(mlp, X, keep=0.3, method="det").network
+    for a, b in zip(sp.load(d / "p.npz").weights, want.weights):
+        np.testing.assert_array_equal(a, b)
+    # a CNN cannot be written as CSR: refused before the work, nothing written
+    assert main(["prune", str(d / "res.npz"), "--data", str(d / "S.npy"), "--format", "csr",
+                 "--out", str(d / "q.npz")]) == 2
+    assert "--format csr" in capsys.readouterr().err and not (d / "q.npz").exists()

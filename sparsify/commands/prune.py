@@ -89,6 +89,8 @@ def register(sub) -> None:
     p.add_argument("--pattern", metavar="N:M", help="keep the top-N sensitivities of every M inputs (e.g. 2:4)")
     p.add_argument("--out", required=True, metavar="OUT",
                    help="where to write the pruned model; the suffix picks the format (.npz, .onnx, .safetensors)")
+    p.add_argument("--format", choices=["auto", "csr"], default="auto",
+                   help="auto: from the suffix of --out (default); csr: scipy.sparse CSR arrays in an .npz archive")
     p.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
     p.add_argument("--masks", metavar="MASKS.npz",
                    help="also write the boolean keep-masks (mask0, mask1, ...; True = kept) as .npz")
@@ -103,9 +105,17 @@ def run(args) -> int:
     from ..prune import prune
 
     _check_distinct_paths(args)
-    writer(None, args.out, "--out")  # an unknown suffix is refused before the work
+    if args.format == "auto":
+        writer(None, args.out, "--out")  # an unknown suffix is refused before the work
     check_outputs((args.out, "--out"), (args.json, "--json"), (args.masks, "--masks"))  # before the work
     net = load_model(args)
+    if args.format == "csr" and any(layer.kind != "dense" for layer in net.layers):
+        from ..io.csr import network_to_csr_arrays
+
+        try:
+            network_to_csr_arrays(net)  # refuses what CSR cannot hold before the work
+        except ValueError as exc:
+            raise ValueError(f"--format csr: {exc}") from None
     X = load_points(args.data, "--data", net.input_shape)
     keep = args.keep if args.keep is not None or args.budget is not None or args.pattern else DEFAULT_KEEP
     args.method = args.method or ("det" if args.pattern else DEFAULT_METHOD)
@@ -121,7 +131,13 @@ def run(args) -> int:
     report.update(model=str(args.model), data=str(args.data), seed=args.seed, out=str(args.out))
     if args.masks:
         report.update(masks=str(args.masks))
-    outputs = [(args.out, writer(res.network, args.out, "--out"), "--out")]
+    if args.format == "csr":
+        from ..io.csr import network_to_csr_arrays
+
+        csr = network_to_csr_arrays(res.network)
+        outputs = [(args.out, lambda fh: np.savez(fh, **csr), "--out")]
+    else:
+        outputs = [(args.out, writer(res.network, args.out, "--out"), "--out")]
     if args.json:
         outputs.append((args.json, json_writer(report), "--json"))
     if args.masks:
