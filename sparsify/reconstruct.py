@@ -334,10 +334,11 @@ def reconstruct(dense_net: Network, pruned_net: Network, masks, X_calib, *, lam=
     pruned_net : Network
         The pruned network (same architecture); only its masks matter for the refit,
         and its masked values for the ``before`` error of :func:`reconstruct_with_stats`.
-    masks : list of bool arrays, one per layer, shaped like the weights
+    masks : list of bool arrays, one per layer with weights (``network.prunable_layers``,
+        inside residual blocks too), shaped like the weights
         True = kept. The result has exactly these nonzero positions (or fewer,
         if a refitted value happens to be exactly 0).
-    X_calib : array (n_points, n_in), memory map, or iterable of such batches
+    X_calib : array (n_points, *input_shape) (NCHW for images), memory map, or iterable of such batches
         Calibration points (at least one), e.g. S plus more.
     lam : float > 0, optional
         Relative ridge: ``λ = lam · mean(diag(ÂᵀÂ))`` per layer; default :data:`DEFAULT_LAM`.
