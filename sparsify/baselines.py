@@ -98,7 +98,6 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
 
 def _snip_accumulator(network, y_S):
     """``(add(k, X), finish())``: sum ``n_b * grad_b`` batch by batch, then SNIP's scores."""
-    from .train import loss_and_gradients
 
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
@@ -114,6 +113,8 @@ def _snip_accumulator(network, y_S):
             raise ValueError(f"y_S: has fewer label batches than X_S has batches (none for batch {k}).")
         if X.shape[0] == 0:
             return
+        from .train import loss_and_gradients
+
         _, g, _ = loss_and_gradients(network, X, y)
         n_b = X.shape[0]
         old = state["grads"]
@@ -131,27 +132,26 @@ def _snip_accumulator(network, y_S):
 def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
     """``|W_ij| * ||A_:j||_2``: weight magnitude times the norm of its input over S.
 
-    ``A`` is the layer's input matrix: the activations for a dense layer, the
-    patch matrix for a convolution (rows ``(x, p)``, so the norm of kernel entry
-    ``j`` runs over every patch of every point of S; docs/theory.md S15). The
-    scores have the shape of the weights. S given as batches is read once, one
-    batch at a time (the squared norms are summed over batches, so memory does
-    not grow with |S|).
+    For a convolution ``W`` is the weight-matrix view and ``A`` its patch matrix:
+    the norm runs over every (point, patch) row of S (docs/theory.md S15), summed
+    block by block so the patches of S never exist at once. Scores are shaped like
+    the weights. S given as batches is read once, one batch at a time (the squared
+    norms are summed over batches, so memory does not grow with |S|).
     """
-    if is_one_array(X_S, len(network.input_shape)):
-        layers = network.prunable_layers
-        norms = [np.linalg.norm(layer.input_matrix(a).astype(np.float64), axis=0)
-                 for layer, a in zip(layers, network.trace(X_S))]
-        return [_wanda_score(layer, nrm) for layer, nrm in zip(layers, norms)]
     add, finish = _wanda_accumulator(network)
-    for k, X in enumerate(X_S):
-        add(k, network.check_input(X, f"X_S batch {k}"))
+    batches = [X_S] if is_one_array(X_S, len(network.input_shape)) else X_S
+    for k, X in enumerate(batches):
+        add(k, network.check_input(X, "X_S" if is_one_array(X_S, len(network.input_shape)) else f"X_S batch {k}"))
     return finish()
 
 
-def _wanda_score(layer, norms: np.ndarray) -> np.ndarray:
-    """``|W| * norms`` on the weight-matrix view, returned in the weight's shape."""
-    return (np.abs(layer.weight_matrix).astype(np.float64) * norms[None, :]).reshape(layer.weight.shape)
+def _input_square_sums(layer, a: np.ndarray) -> np.ndarray:
+    """Squared norm of each column of ``layer``'s input matrix at input ``a`` (float64)."""
+    if layer.kind == "conv2d":
+        from ._patches import column_square_sums
+
+        return column_square_sums(a, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    return np.einsum("ij,ij->j", a, a, dtype=np.float64)
 
 
 def _wanda_accumulator(network):
@@ -161,11 +161,11 @@ def _wanda_accumulator(network):
 
     def add(k, X):
         for sq, layer, a in zip(squares, layers, network.trace(X)):
-            a = layer.input_matrix(a)
-            sq += np.einsum("ij,ij->j", a, a, dtype=np.float64)
+            sq += _input_square_sums(layer, a)
 
     def finish():
-        return [_wanda_score(layer, np.sqrt(sq)) for layer, sq in zip(layers, squares)]
+        return [(np.abs(layer.weight_matrix).astype(np.float64) * np.sqrt(sq)[None, :]).reshape(layer.weight.shape)
+                for layer, sq in zip(layers, squares)]
 
     return add, finish
 
@@ -300,7 +300,9 @@ def _row_masks(scores_, eligible, budget: int) -> list[np.ndarray]:
 def _group_masks(sc, network: Network, method: str, sel) -> list[np.ndarray]:
     """Masks of baseline ``method`` for scores ``sc``: each group of ``sel`` gets its budget
     under the method's rule; layers outside every group keep all their (nonzero) weights."""
-    eligible = [np.asarray(w) != 0 for w in network.weights]
+    views = [layer.weight_matrix for layer in network.prunable_layers]  # rows = output neurons/channels
+    sc = [np.reshape(s, w.shape) for s, w in zip(sc, views)]
+    eligible = [w != 0 for w in views]
     masks = list(eligible)
     rule = METHODS[method]
     for group, B in sel.groups:
@@ -313,7 +315,7 @@ def _group_masks(sc, network: Network, method: str, sel) -> list[np.ndarray]:
             got = _row_masks(g_sc, g_ok, B)
         for k, mk in zip(group, got):
             masks[k] = mk
-    return masks
+    return [mk.reshape(layer.weight.shape) for mk, layer in zip(masks, network.prunable_layers)]
 
 
 def _check_call(network, method, X_S):

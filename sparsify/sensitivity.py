@@ -359,8 +359,8 @@ def _fixed_blocks(batches, size: int):
             if n_pending == size:
                 yield np.concatenate(pending, axis=0)
                 pending, n_pending = [], 0
-    if n_pending:
-        yield np.concatenate(pending, axis=0)
+    if n_pending:  # a single piece (a short S) is passed on as it is, not copied
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending, axis=0)
 
 
 def _layer_inputs_of_block(network, X):
