@@ -25,7 +25,8 @@ def run(seeds, out_path) -> list:
     from sparsify import data as D
     from sparsify import train as T
     from sparsify.baselines import prune_baseline
-    from sparsify.experiment import ExperimentConfig, _seq
+    from sparsify.experiment import ExperimentConfig
+    from sparsify.experiment.run import _seq
     from sparsify.obs import prune_obs
 
     cfg = ExperimentConfig()

@@ -1,4 +1,4 @@
-"""Performance benchmark of sparsify's sensitivity step (issue 5).
+"""Performance benchmark of sparsify's sensitivity step.
 
 Run as ``python benchmarks/run.py`` or ``python -m benchmarks``; ``--quick``
 uses fewer repeats and smaller streams, ``--json OUT`` also writes every raw
@@ -516,7 +516,7 @@ def _layer_line(row, rows=()) -> str:
 def report(results: dict) -> str:
     env = results["environment"]
     lines = [
-        "sparsify benchmark -- sensitivity step (issue 5)",
+        "sparsify benchmark -- sensitivity step",
         f"date {env['date']}  commit {env['commit']}  python {env['python']}  numpy {env['numpy']}  "
         f"numba {env['numba']}",
         f"cpu {env['cpu']}  cores {env['cores']}  numba threads {env['numba_threads']} "

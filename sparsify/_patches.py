@@ -78,6 +78,23 @@ def extract_patches(X: np.ndarray, kernel, stride, padding, dilation=(1, 1), out
     return out
 
 
+def column_square_sums(X: np.ndarray, kernel, stride, padding, dilation=(1, 1),
+                       rows: int = ROWS_PER_BLOCK) -> np.ndarray:
+    """``sum over rows (x, p) of A_xp,j ** 2`` (float64, shape (c*kh*kw,)) for the patch matrix
+    ``A`` of ``X`` (n, c, H, W), built block by block in one reused buffer."""
+    n, c = X.shape[:2]
+    oh, ow = output_hw(X.shape[2:], kernel, stride, padding, dilation)
+    P, k = oh * ow, c * kernel[0] * kernel[1]
+    out = np.zeros(k)
+    step = points_per_block(P, rows)
+    buf = np.empty((min(step, max(n, 1)) * P, k), dtype=X.dtype)
+    for start in range(0, n, step):
+        block = X[start:start + step]
+        patches = extract_patches(block, kernel, stride, padding, dilation, out=buf[:block.shape[0] * P])
+        out += np.einsum("ij,ij->j", patches, patches, dtype=np.float64)
+    return out
+
+
 def conv2d(X: np.ndarray, Wm: np.ndarray, bias, kernel, stride, padding, dilation,
            matmul=np.matmul, rows: int = ROWS_PER_BLOCK) -> np.ndarray:
     """Convolution (cross-correlation, as PyTorch) of ``X`` (n, c, H, W) as an im2col GEMM.

@@ -1,4 +1,4 @@
-"""Budget allocation over layers and neuron sides (DESIGN §2 item 10).
+"""Budget allocation over layers and neuron sides (docs/theory.md S10).
 
 Two rules, both usable with every method:
 

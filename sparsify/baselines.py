@@ -20,7 +20,9 @@ undecayed          ``|-W_ij dL/dW_ij + lam W_ij^2|``    global top-B
                    weight decay
 ================== ==================================== ===========================================
 
-``A`` is the layer's input on S (``network.trace(X_S)``), ``L`` the mean
+``A`` is the layer's input matrix on S (``network.trace(X_S)``; for a
+convolution its patch matrix, rows (x, p), and a "row" of the allocation is an
+output channel of the weight-matrix view), ``L`` the mean
 cross-entropy (:mod:`sparsify.train`). S may be one array, a list of 2-D
 batches or a generator of them, as for :func:`sparsify.prune`; batches are
 read once, one at a time (for "snip", ``y_S`` is then the matching sequence
@@ -85,7 +87,7 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
 
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
-    if is_one_array(X_S):
+    if is_one_array(X_S, len(network.input_shape)):
         _, grads, _ = loss_and_gradients(network, X_S, y_S)
         return [np.abs(w.astype(np.float64) * g) for w, g in zip(network.weights, grads)]
     add, finish = _snip_accumulator(network, y_S)
@@ -96,7 +98,6 @@ def snip_scores(network: Network, X_S, y_S) -> list[np.ndarray]:
 
 def _snip_accumulator(network, y_S):
     """``(add(k, X), finish())``: sum ``n_b * grad_b`` batch by batch, then SNIP's scores."""
-    from .train import loss_and_gradients
 
     if y_S is None:
         raise ValueError("y_S: the snip baseline needs the labels of S (y_S=...) to compute dL/dW.")
@@ -112,6 +113,8 @@ def _snip_accumulator(network, y_S):
             raise ValueError(f"y_S: has fewer label batches than X_S has batches (none for batch {k}).")
         if X.shape[0] == 0:
             return
+        from .train import loss_and_gradients
+
         _, g, _ = loss_and_gradients(network, X, y)
         n_b = X.shape[0]
         old = state["grads"]
@@ -129,28 +132,40 @@ def _snip_accumulator(network, y_S):
 def wanda_scores(network: Network, X_S) -> list[np.ndarray]:
     """``|W_ij| * ||A_:j||_2``: weight magnitude times the norm of its input over S.
 
-    S given as batches is read once, one batch at a time (the squared norms are
-    summed over batches, so memory does not grow with |S|).
+    For a convolution ``W`` is the weight-matrix view and ``A`` its patch matrix:
+    the norm runs over every (point, patch) row of S (docs/theory.md S15), summed
+    block by block so the patches of S never exist at once. Scores are shaped like
+    the weights. S given as batches is read once, one batch at a time (the squared
+    norms are summed over batches, so memory does not grow with |S|).
     """
-    if is_one_array(X_S):
-        norms = [np.linalg.norm(a.astype(np.float64), axis=0) for a in network.trace(X_S)]
-        return [np.abs(w).astype(np.float64) * nrm[None, :] for w, nrm in zip(network.weights, norms)]
     add, finish = _wanda_accumulator(network)
-    for k, X in enumerate(X_S):
-        add(k, network.check_input(X, f"X_S batch {k}"))
+    batches = [X_S] if is_one_array(X_S, len(network.input_shape)) else X_S
+    for k, X in enumerate(batches):
+        add(k, network.check_input(X, "X_S" if is_one_array(X_S, len(network.input_shape)) else f"X_S batch {k}"))
     return finish()
+
+
+def _input_square_sums(layer, a: np.ndarray) -> np.ndarray:
+    """Squared norm of each column of ``layer``'s input matrix at input ``a`` (float64)."""
+    if layer.kind == "conv2d":
+        from ._patches import column_square_sums
+
+        return column_square_sums(a, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    return np.einsum("ij,ij->j", a, a, dtype=np.float64)
 
 
 def _wanda_accumulator(network):
     """``(add(k, X), finish())``: squared input norms summed batch by batch, then wanda's scores."""
-    squares = [np.zeros(w.shape[1]) for w in network.weights]
+    layers = network.prunable_layers
+    squares = [np.zeros(layer.weight_matrix.shape[1]) for layer in layers]
 
     def add(k, X):
-        for sq, a in zip(squares, network.trace(X)):
-            sq += np.einsum("ij,ij->j", a, a, dtype=np.float64)
+        for sq, layer, a in zip(squares, layers, network.trace(X)):
+            sq += _input_square_sums(layer, a)
 
     def finish():
-        return [np.abs(w).astype(np.float64) * np.sqrt(sq)[None, :] for w, sq in zip(network.weights, squares)]
+        return [(np.abs(layer.weight_matrix).astype(np.float64) * np.sqrt(sq)[None, :]).reshape(layer.weight.shape)
+                for layer, sq in zip(layers, squares)]
 
     return add, finish
 
@@ -167,8 +182,9 @@ def undecayed_scores(network: Network, X_S, y_S, weight_decay: float = DEFAULT_W
     the score is ``2 * weight_decay * W**2``, a magnitude score; away from it the
     data gradient counts, as in SNIP (see docs/experiment.md, "Undecayed pruning").
     """
-    add, finish = _undecayed_accumulator(network, y_S, weight_decay, one_array=is_one_array(X_S))
-    if is_one_array(X_S):
+    one_array = is_one_array(X_S, len(network.input_shape))
+    add, finish = _undecayed_accumulator(network, y_S, weight_decay, one_array=one_array)
+    if one_array:
         add(0, X_S)
     else:
         for k, X in enumerate(X_S):
@@ -269,20 +285,24 @@ def _row_masks(scores_, eligible, budget: int) -> list[np.ndarray]:
     caps = [int(e.sum()) for e in eligible]
     parts = split_budget(budget, [s.size for s in scores_], caps)
     masks = []
-    for s, e, b in zip(scores_, eligible, parts):
+    for s_full, e_full, b in zip(scores_, eligible, parts):
+        # rows of the weight-matrix view (a convolution's output channels)
+        s, e = s_full.reshape(s_full.shape[0], -1), e_full.reshape(e_full.shape[0], -1)
         row_parts = split_budget(int(b), np.full(s.shape[0], s.shape[1]), e.sum(axis=1))
         key = np.where(e, s, -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")      # best first, ties to the lower column
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :].repeat(s.shape[0], 0), axis=1)
-        masks.append((rank < row_parts[:, None]) & e)
+        masks.append(((rank < row_parts[:, None]) & e).reshape(s_full.shape))
     return masks
 
 
 def _group_masks(sc, network: Network, method: str, sel) -> list[np.ndarray]:
     """Masks of baseline ``method`` for scores ``sc``: each group of ``sel`` gets its budget
     under the method's rule; layers outside every group keep all their (nonzero) weights."""
-    eligible = [np.asarray(w) != 0 for w in network.weights]
+    views = [layer.weight_matrix for layer in network.prunable_layers]  # rows = output neurons/channels
+    sc = [np.reshape(s, w.shape) for s, w in zip(sc, views)]
+    eligible = [w != 0 for w in views]
     masks = list(eligible)
     rule = METHODS[method]
     for group, B in sel.groups:
@@ -295,7 +315,7 @@ def _group_masks(sc, network: Network, method: str, sel) -> list[np.ndarray]:
             got = _row_masks(g_sc, g_ok, B)
         for k, mk in zip(group, got):
             masks[k] = mk
-    return masks
+    return [mk.reshape(layer.weight.shape) for mk, layer in zip(masks, network.prunable_layers)]
 
 
 def _check_call(network, method, X_S):
@@ -377,7 +397,7 @@ def prune_baseline(network: Network, X_S=None, keep=None, budget=None, method: s
     _check_call(network, method, X_S)
     sel = select_layers(network, keep, budget, layers, exclude)
     sens = None
-    one_shot = not is_one_array(X_S) and iter(X_S) is X_S
+    one_shot = not is_one_array(X_S, len(network.input_shape)) and iter(X_S) is X_S
     if one_shot and method in ("snip", "wanda", "undecayed"):
         # S can be read only once: score it while the report's sensitivity pass reads it
         add, finish = (_snip_accumulator(network, y_S) if method == "snip" else _wanda_accumulator(network)

@@ -55,7 +55,7 @@ __all__ = [
     "size_of_S",
 ]
 
-#: Defaults used by the authors (DESIGN §2 item 8).
+#: Defaults used by the authors (docs/theory.md S8).
 DEFAULT_C = 3.0
 DEFAULT_DELTA = 1e-16
 
@@ -64,13 +64,13 @@ def _scalar_or_array(out: np.ndarray):
     return out if np.ndim(out) else float(out)
 
 
-# --- §2 item 8: the authors' allocation form ---------------------------------
+# --- S8: the authors' allocation form ---------------------------------
 def alpha(C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 1, k: int = 1) -> float:
     """``alpha = 2 C ln(8 (P + 1) k / delta)``, the constant of the allocation bound.
 
     From the union bound over the ``P + 1`` evaluation points (patches) and the
     ``k`` kernel elements, with a Bernstein tail at level ``delta``; ``C`` is
-    the constant of the assumption ``g(x) <= C s`` (DESIGN §2 item 8; docs/theory.md,
+    the constant of the assumption ``g(x) <= C s`` (docs/theory.md S8; docs/theory.md,
     "The authors' allocation form").
     """
     return 2.0 * C * np.log(8.0 * (P + 1) * k / delta)
@@ -113,7 +113,7 @@ def eps_rand_slope(m, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: 
     """Derivative ``d eps_rand / dm = -3 eps^3 / (a (eps + 3))`` (the reciprocal of ``dm/deps``).
 
     From ``m(eps) = a (3 + 2 eps)/(6 eps^2)``: ``dm/deps = -a (eps + 3)/(3 eps^3)``.
-    The balanced allocation (DESIGN §2 item 10, :mod:`sparsify.allocation`)
+    The balanced allocation (docs/theory.md S10, :mod:`sparsify.allocation`)
     sets ``(1/eta) * 3 eps^3 / (a (eps + 3)) = lambda``.
     """
     a = alpha(C, delta, P, k) * np.asarray(S, dtype=np.float64)
@@ -123,7 +123,7 @@ def eps_rand_slope(m, S, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: 
     return out if out.ndim else float(out)
 
 
-# --- §2 item 8: assumption-free and out-of-sample Bernstein guarantees -------
+# --- S8: assumption-free and out-of-sample Bernstein guarantees -------
 def _bernstein_eps(N, R, L):
     """``eps(N) = b L/(3N) + sqrt((b L/(3N))^2 + 2 v L / N)`` with ``v = R - 1``, ``b = max(1, R - 1)``."""
     N = np.asarray(N, dtype=np.float64)
@@ -158,7 +158,7 @@ def eps_in_sample(N, S, delta: float = DEFAULT_DELTA, n_points: int = 1):
     With ``L = ln(2 n_points / delta)``, ``v = S - 1`` and ``b = max(1, S - 1)``.
 
     Guarantee: a side with sensitivities ``s`` (``S = sum s``) sampled with
-    ``N`` draws from ``q = s / S`` and reweighted (DESIGN §2 item 7) satisfies
+    ``N`` draws from ``q = s / S`` and reweighted (docs/theory.md S7) satisfies
     ``|Z_hat(x) - Z(x)| <= eps |Z(x)|`` at all ``n_points`` points x of S at
     once with probability at least ``1 - delta``.
 
@@ -217,7 +217,7 @@ def draws_out_of_sample(eps, S, delta: float = DEFAULT_DELTA, C: float = DEFAULT
     return _bernstein_draws(eps, C * np.asarray(S, dtype=np.float64), math.log(2.0 * n_points / delta))
 
 
-# --- §2 item 6: deterministic sparsification ---------------------------------
+# --- S6: deterministic sparsification ---------------------------------
 def eps_det(s_sorted_desc, m, C: float = DEFAULT_C):
     """Deterministic bound ``eps_det(m) = C * sum of s outside the top m``.
 
@@ -268,9 +268,9 @@ def det_relative_error(g, kept):
     return np.sum(np.where(kept, 0.0, g), axis=-1)
 
 
-# --- §2 item 9: the hybrid rule -------------------------------------------------
+# --- S9: the hybrid rule -------------------------------------------------
 def hybrid_samples(s_sorted_desc, m, C: float = DEFAULT_C, delta: float = DEFAULT_DELTA, P: int = 1, k: int = 1):
-    """The hybrid choice for one side: sample iff ``eps_det(m) > eps_rand(m)`` (DESIGN §2 item 9).
+    """The hybrid choice for one side: sample iff ``eps_det(m) > eps_rand(m)`` (docs/theory.md S9).
 
     Both bounds use the same ``C``; ``S = sum(s)``. Vectorised over ``m``.
     Ties keep the deterministic top-m (no reweighting, no randomness).
@@ -290,7 +290,7 @@ def hybrid_rule(e_det, e_rand):
     return np.asarray(e_det) > np.asarray(e_rand)
 
 
-# --- size of S (DESIGN §2, reference points) ---------------------------------
+# --- size of S (docs/theory.md S14) ---------------------------------
 def size_of_S(eta, eta_star, delta: float = DEFAULT_DELTA, K: float = 3.0) -> int:
     """Points in the batch S: ``ceil(K ln(8 eta eta* / delta))``.
 

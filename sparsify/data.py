@@ -52,7 +52,8 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        return self.X_train.shape[1]
+        """Values per point (``c*h*w`` for images reshaped to NCHW)."""
+        return int(np.prod(self.X_train.shape[1:]))
 
     def describe(self) -> str:
         return (

@@ -35,7 +35,7 @@ from ._blas import single_threaded_blas
 from ._validation import check_keep_budget, check_scalar
 from .network import Network
 from .patterns import check_pattern_fits, nm_mask, parse_pattern
-from .reconstruct import calibration_blocks, layer_inputs, weight_view, with_view
+from .reconstruct import _row_blocks, calibration_blocks, weight_view, with_view
 
 #: relative damping of H (SparseGPT's default share of the mean diagonal)
 DEFAULT_LAM = 0.01
@@ -150,26 +150,51 @@ def prune_obs(network: Network, X_calib, keep=None, budget=None, *, pattern=None
     else:
         B = check_keep_budget(keep, budget, network.n_weights)
     blocks = calibration_blocks(network, X_calib)
-    views = [weight_view(layer) for layer in network.layers]
+    views = [weight_view(layer) for layer in network.prunable_layers]
     eligible = [w != 0 for w in views]
+    layer_budgets = None
     if B is not None:
         caps = [int(e.sum()) for e in eligible]
         layer_budgets = split_budget(B, [w.size for w in views], caps)
-    state = list(blocks)
     new_weights, masks = [], []
-    with single_threaded_blas():
-        for k, (layer, W) in enumerate(zip(network.layers, views)):
-            H = np.zeros((W.shape[1], W.shape[1]))
-            for a_hat in state:
-                rows = layer_inputs(layer, a_hat).astype(np.float64)
+
+    def sweep_layer(layer, state):
+        """OBS on the next weight layer with inputs ``state`` from the pruned prefix."""
+        k = len(masks)
+        W = views[k]
+        H = np.zeros((W.shape[1], W.shape[1]))
+        for a_hat in state:  # a convolution's patch rows, a few points at a time
+            for _, rows in _row_blocks(layer, a_hat, a_hat):
+                rows = rows.astype(np.float64)
                 H += rows.T @ rows
-            U = inverse_cholesky_upper(damped_hessian(H, lam))
-            counts = None if B is None else _block_keep_counts(eligible[k], int(layer_budgets[k]), block_size)
-            W_new, mask = obs_sweep(W, U, block_size, keep_counts=counts, nm=nm)
-            new = with_view(layer, W_new, layer.bias)
-            new_weights.append(new.weight)
-            masks.append(mask.reshape(layer.weight.shape))
-            state = [new.forward(a_hat) for a_hat in state]
+        U = inverse_cholesky_upper(damped_hessian(H, lam))
+        counts = None if B is None else _block_keep_counts(eligible[k], int(layer_budgets[k]), block_size)
+        W_new, mask = obs_sweep(W, U, block_size, keep_counts=counts, nm=nm)
+        new = with_view(layer, W_new, layer.bias)
+        new_weights.append(new.weight)
+        masks.append(mask.reshape(layer.weight.shape))
+        return new
+
+    def walk(layers, state):
+        """The inputs after ``layers`` on the pruned prefix, sweeping each weight layer in the order of
+        ``Network.prunable_layers`` (residual branch, then shortcut; pools and Flatten pass on)."""
+        from .activations import get_activation
+
+        for layer in layers:
+            if layer.kind == "residual":
+                branch = walk(layer.layers, state)
+                short = state if layer.shortcut is None else walk([layer.shortcut], state)
+                phi = get_activation(layer.activation)
+                state = [phi(b + c) for b, c in zip(branch, short)]
+            elif layer.prunable:
+                new = sweep_layer(layer, state)
+                state = [new.forward(a_hat) for a_hat in state]
+            else:
+                state = [layer.forward(a_hat) for a_hat in state]
+        return state
+
+    with single_threaded_blas():
+        walk(network.layers, list(blocks))
     requested = B if B is not None else int(sum(m.sum() for m in masks))
     allocation = "layer" if nm is None else f"pattern {nm[0]}:{nm[1]}"
     weights = [np.where(m, w, 0).astype(w.dtype) for m, w in zip(masks, new_weights)]

@@ -49,9 +49,7 @@ def parse_pattern(pattern) -> tuple[int, int]:
 
 def check_pattern_fits(network, n: int, m: int) -> None:
     """Raise ValueError naming the first layer whose row length M does not divide."""
-    for k, layer in enumerate(network.layers):
-        if not getattr(layer, "prunable", True):
-            continue
+    for k, layer in enumerate(network.prunable_layers):  # a convolution's rows: c_in*kh*kw (flattened kernel)
         width = int(np.prod(layer.weight.shape[1:]))
         if width % m:
             raise ValueError(
@@ -99,7 +97,12 @@ def nm_mask(scores: np.ndarray, n: int, m: int, eligible: np.ndarray | None = No
 def pattern_masks(score_list, weights, pattern) -> list[np.ndarray]:
     """One :func:`nm_mask` per layer; only nonzero weights are eligible."""
     n, m = parse_pattern(pattern)
-    return [nm_mask(s, n, m, np.asarray(w) != 0, layer=k) for k, (s, w) in enumerate(zip(score_list, weights))]
+    out = []
+    for k, (s, w) in enumerate(zip(score_list, weights)):
+        w = np.asarray(w)
+        view = (w.shape[0], -1)  # a convolution's groups run along its flattened kernel (c, i, j)
+        out.append(nm_mask(np.reshape(s, view), n, m, w.reshape(view) != 0, layer=k).reshape(w.shape))
+    return out
 
 
 def prune_sipp_pattern(network, X_S, pattern, *, method: str, delta: float, C: float):

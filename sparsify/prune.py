@@ -1,4 +1,4 @@
-"""SiPP: prune a network with sensitivities from a batch S (DESIGN §2 items 6–13).
+"""SiPP: prune a network with sensitivities from a batch S (docs/theory.md S6–S13).
 
 Pipeline: ``sensitivity`` per layer → per-side targets ``m`` from the budget
 (:mod:`sparsify.allocation`) → each side kept whole, deterministically (top-m)
@@ -35,8 +35,8 @@ DEFAULT_METHOD = "hybrid"
 #: reduction of a convolution's sensitivities over patches per method, as the authors
 #: (docs/theory.md S15): their deterministic method averages, their sampling methods take the max
 DEFAULT_PATCH_REDUCTION = {"det": "mean", "rand": "max", "hybrid": "max"}
-#: promised relative tolerance on the realised kept count when sides are sampled (DESIGN §2
-#: item 11); the chunked draws of ``_Plan.draw`` typically land within a few weights
+#: promised relative tolerance on the realised kept count when sides are sampled (docs/theory.md
+#: S11); the chunked draws of ``_Plan.draw`` typically land within a few weights
 COUNT_RTOL = 0.005
 
 
@@ -147,9 +147,9 @@ def prune(network, X_S, keep=None, budget=None, method: str = DEFAULT_METHOD, al
         weight count.
     method : {"det", "rand", "hybrid"}
         Per side: keep the top-m sensitivities; importance-sample with
-        reweighting; or sample iff ``eps_det(m) > eps_rand(m)`` (DESIGN §2 item 9).
+        reweighting; or sample iff ``eps_det(m) > eps_rand(m)`` (docs/theory.md S9).
     allocation : {"global", "balanced"}, optional
-        Budget rule (DESIGN §2 item 10); default "global" for det, "balanced" otherwise.
+        Budget rule (docs/theory.md S10); default "global" for det, "balanced" otherwise.
     rng : None, int or numpy.random.Generator
         Source of all randomness; the same seed gives bit-identical results.
     delta, C : float
@@ -281,7 +281,7 @@ class _Plan:
         eps_d = np.where(full, 0.0, bound)
         eps_r_m = eps_rand(np.maximum(m, 0), self.mass, self.C, self.delta, self.P, self.k)
         # sampling needs a live side and fewer targets than weights it can draw (s > 0);
-        # a side whose target is all its weights is kept unchanged (§2 item 7)
+        # a side whose target is all its weights is kept unchanged (S7)
         can_sample = partial & ~self.dead & (m < self.support)
         if method == "det":
             sampled = np.zeros_like(partial)

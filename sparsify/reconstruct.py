@@ -24,7 +24,12 @@ any input scale. Readable twin: :func:`sparsify.reference.reconstruct_layer`.
 
 Layers enter only through their weight-matrix view ``W.reshape(n_out, -1)`` and
 ``layer.input_matrix(a)`` (see :func:`layer_inputs`); a conv layer's patch rows
-fit the same equations once its ``Z`` is taken in that view.
+fit the same equations once its ``Z`` is taken in that view: its Gram matrix
+sums over every (point, patch) row, built a few points at a time
+(:func:`_row_blocks`), so the patches of all calibration points never exist at
+once. Pooling and flattening layers have nothing to refit; inside a residual
+block each weight layer is refitted like any other, its targets the dense
+network's pre-activations at the same place (branch and shortcut alike).
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from . import _blas
 from ._blas import single_threaded_blas
 from ._config import njit, prange
 from ._validation import check_scalar
-from .network import Dense, Network
+from .network import Network
 
 #: relative ridge: λ = DEFAULT_LAM · mean of the diagonal of ÂᵀÂ (a small multiple keeps every
 #: per-row system positive definite, also for inputs that are 0 on all calibration points)
@@ -51,11 +56,11 @@ def weight_view(layer) -> np.ndarray:
     return layer.weight.reshape(layer.weight.shape[0], -1)
 
 
-def with_view(layer, W_view: np.ndarray, bias) -> Dense:
-    """A copy of ``layer`` with new weight view and bias, in the layer's dtype."""
+def with_view(layer, W_view: np.ndarray, bias):
+    """A copy of ``layer`` (Dense or Conv2d, geometry kept) with new weight view and bias, in its dtype."""
     W = np.asarray(W_view).reshape(layer.weight.shape).astype(layer.dtype)
     b = None if bias is None else np.asarray(bias).astype(layer.dtype)
-    return Dense(W, b, layer.activation)
+    return replace(layer, weight=W, bias=b)
 
 
 def layer_inputs(layer, a_prev: np.ndarray) -> np.ndarray:
@@ -65,6 +70,21 @@ def layer_inputs(layer, a_prev: np.ndarray) -> np.ndarray:
     (one row per (point, patch)).
     """
     return layer.input_matrix(a_prev)
+
+
+def _row_blocks(layer, a: np.ndarray, a_hat: np.ndarray):
+    """``(rows, rows_hat)`` of the input matrices of ``layer`` at the dense input ``a`` and the
+    refitted-prefix input ``a_hat``, a few points at a time: a convolution's patch rows are
+    built for at most :data:`sparsify._patches.ROWS_PER_BLOCK` rows at once."""
+    if layer.kind != "conv2d":
+        yield a, a_hat
+        return
+    from . import _patches
+    from ._patches import points_per_block
+
+    step = points_per_block(layer.patches_per_point(a.shape[1:]), _patches.ROWS_PER_BLOCK)
+    for start in range(0, a.shape[0], step):
+        yield layer_inputs(layer, a[start:start + step]), layer_inputs(layer, a_hat[start:start + step])
 
 
 def preactivation_view(layer, rows: np.ndarray) -> np.ndarray:
@@ -98,12 +118,13 @@ def calibration_blocks(network: Network, X_S, calibration=None) -> list[np.ndarr
 
 def _check_masks(network: Network, masks) -> list[np.ndarray]:
     masks = list(masks)
-    if len(masks) != len(network.layers):
-        raise ValueError(f"masks: expected one mask per layer ({len(network.layers)}), got {len(masks)}.")
+    layers = network.prunable_layers
+    if len(masks) != len(layers):
+        raise ValueError(f"masks: expected one mask per layer with weights ({len(layers)}), got {len(masks)}.")
     out = []
-    for k, (mk, layer) in enumerate(zip(masks, network.layers)):
+    for k, (mk, layer) in enumerate(zip(masks, layers)):
         mk = np.asarray(mk)
-        if mk.shape != layer.weight.shape or mk.dtype != bool:
+        if mk.dtype != bool or mk.shape not in (layer.weight.shape, layer.weight_matrix.shape):
             raise ValueError(f"masks[{k}]: expected a bool array of shape {layer.weight.shape}, "
                              f"got {mk.dtype} {mk.shape}.")
         out.append(mk.reshape(mk.shape[0], -1))
@@ -114,9 +135,10 @@ def _check_same_shape(dense: Network, pruned: Network) -> None:
     for name, net in (("dense_net", dense), ("pruned_net", pruned)):
         if not isinstance(net, Network):
             raise TypeError(f"{name}: expected a sparsify.Network, got {type(net).__name__}.")
-    same = len(dense.layers) == len(pruned.layers) and all(
-        a.weight.shape == b.weight.shape and a.activation == b.activation and (a.bias is None) == (b.bias is None)
-        for a, b in zip(dense.layers, pruned.layers))
+    a_layers, b_layers = dense.prunable_layers, pruned.prunable_layers
+    same = dense.input_shape == pruned.input_shape and len(a_layers) == len(b_layers) and all(
+        a.kind == b.kind and a.weight.shape == b.weight.shape and a.activation == b.activation
+        and (a.bias is None) == (b.bias is None) for a, b in zip(a_layers, b_layers))
     if not same:
         raise ValueError(f"pruned_net: must have the architecture of dense_net ({dense!r}), got {pruned!r}.")
 
@@ -229,29 +251,77 @@ def refit_layer(P, zz, mask, layer, lam: float):
 
 
 def reconstruct_with_stats(dense_net: Network, pruned_net: Network, masks, blocks, lam: float):
-    """:func:`reconstruct` on validated blocks; also returns one stats dict per layer."""
+    """:func:`reconstruct` on validated blocks; also returns one stats dict per layer with weights."""
     masks = _check_masks(dense_net, masks)
+    walk = _Walk(list(pruned_net.prunable_layers), masks, lam)
     state = [(X, X) for X in blocks]                      # (dense input, refitted-prefix input) per block
-    layers, stats = [], []
-    for k, (layer, pl, mk) in enumerate(zip(dense_net.layers, pruned_net.layers, masks)):
-        n_in = weight_view(layer).shape[1]
-        P = np.zeros((n_in + 1, n_in + 1 + layer.n_out))
-        zz = np.zeros(layer.n_out)
-        with single_threaded_blas():
+    layers, _ = walk.layers(dense_net.layers, state)
+    return Network(layers, dense_net.input_shape), walk.stats
+
+
+class _Walk:
+    """The layer-by-layer refit over a list of layers, descending into residual blocks.
+
+    Each weight layer (Dense or Conv2d, in the order of ``Network.prunable_layers``)
+    is refitted with inputs from the refitted prefix and targets the dense network's
+    pre-activations at the same place; pooling and flattening layers only carry both
+    inputs on. In a residual block the branch and the shortcut are refitted on the
+    block's two inputs, and the block's output is ``phi(branch + shortcut)`` of each.
+    """
+
+    def __init__(self, pruned_layers: list, masks: list, lam: float):
+        self.pruned, self.masks, self.lam = pruned_layers, masks, lam
+        self.k = 0
+        self.stats: list[dict] = []
+
+    def layers(self, layers, state):
+        """``(new_layers, state after them)`` for ``layers`` run on ``state``."""
+        from .activations import get_activation
+        from .layers import Residual
+
+        out = []
+        for layer in layers:
+            if layer.kind == "residual":
+                branch, b_state = self.layers(layer.layers, state)
+                short, s_state = None, state
+                if layer.shortcut is not None:
+                    (short,), s_state = self.layers([layer.shortcut], state)
+                phi = get_activation(layer.activation)
+                state = [(phi(b + c), phi(b_hat + c_hat)) for (b, b_hat), (c, c_hat) in zip(b_state, s_state)]
+                out.append(Residual(branch, layer.activation, short))
+            elif layer.prunable:
+                new = self.refit(layer)(state)
+                with single_threaded_blas():
+                    state = [(layer.forward(a, matmul=_blas.matmul), new.forward(a_hat, matmul=_blas.matmul))
+                             for a, a_hat in state]
+                out.append(new)
+            else:
+                state = [(layer.forward(a), layer.forward(a_hat)) for a, a_hat in state]
+                out.append(layer)
             for a, a_hat in state:
-                _accumulate(P, zz, layer_inputs(layer, a_hat).astype(np.float64),
-                            preactivation_view(layer, layer_inputs(layer, a)))
-        W, b, lam_abs, before, after = refit_layer(P, zz, mk, pl, lam)
-        new = with_view(layer, W, b)
-        layers.append(new)
-        stats.append(dict(layer=k, lam=lam_abs, err_before=before, err_after=after))
-        with single_threaded_blas():
-            state = [(layer.forward(a, matmul=_blas.matmul), new.forward(a_hat, matmul=_blas.matmul))
-                     for a, a_hat in state]
-        for a, a_hat in state:
-            if not (np.all(np.isfinite(a)) and np.all(np.isfinite(a_hat))):
-                raise ValueError(f"calibration: the forward pass overflowed after layer {k}; rescale the data.")
-    return Network(layers), stats
+                if not (np.all(np.isfinite(a)) and np.all(np.isfinite(a_hat))):
+                    raise ValueError(f"calibration: the forward pass overflowed after weight layer {self.k - 1}; "
+                                     "rescale the data.")
+        return out, state
+
+    def refit(self, layer):
+        """A function of the state giving the refitted copy of the next weight layer ``layer``."""
+        k = self.k
+        self.k += 1
+
+        def run(state):
+            n_in = weight_view(layer).shape[1]
+            P = np.zeros((n_in + 1, n_in + 1 + layer.n_out))
+            zz = np.zeros(layer.n_out)
+            with single_threaded_blas():
+                for a, a_hat in state:
+                    for rows, rows_hat in _row_blocks(layer, a, a_hat):
+                        _accumulate(P, zz, rows_hat.astype(np.float64), preactivation_view(layer, rows))
+            W, b, lam_abs, before, after = refit_layer(P, zz, self.masks[k], self.pruned[k], self.lam)
+            self.stats.append(dict(layer=k, lam=lam_abs, err_before=before, err_after=after))
+            return with_view(layer, W, b)
+
+        return run
 
 
 def reconstruct(dense_net: Network, pruned_net: Network, masks, X_calib, *, lam=None) -> Network:
@@ -264,10 +334,11 @@ def reconstruct(dense_net: Network, pruned_net: Network, masks, X_calib, *, lam=
     pruned_net : Network
         The pruned network (same architecture); only its masks matter for the refit,
         and its masked values for the ``before`` error of :func:`reconstruct_with_stats`.
-    masks : list of bool arrays, one per layer, shaped like the weights
+    masks : list of bool arrays, one per layer with weights (``network.prunable_layers``,
+        inside residual blocks too), shaped like the weights
         True = kept. The result has exactly these nonzero positions (or fewer,
         if a refitted value happens to be exactly 0).
-    X_calib : array (n_points, n_in), memory map, or iterable of such batches
+    X_calib : array (n_points, *input_shape) (NCHW for images), memory map, or iterable of such batches
         Calibration points (at least one), e.g. S plus more.
     lam : float > 0, optional
         Relative ridge: ``λ = lam · mean(diag(ÂᵀÂ))`` per layer; default :data:`DEFAULT_LAM`.

@@ -15,6 +15,7 @@ import numpy as np
 from . import _blas
 from ._blas import single_threaded_blas
 from ._config import njit, prange
+from .bounds import patch_sizes
 from .reference import split_inputs
 from .sensitivity import head_block, stack_sides, z_parts
 
@@ -47,7 +48,10 @@ class Report:
     sensitivity mass otherwise); ``err_*`` the measured relative error
     ``|Z_hat - Z| / Z`` of each live side's pre-activation on S (max over the
     points, then max / mean over sides); ``excluded`` is True for a layer left
-    dense. ``requested`` and ``achieved`` count the weights of the pruned layers
+    dense. For a convolution ``shape`` is ``c_out x c_in x kh x kw`` and ``patches``
+    its patches per point P (1 for a dense layer, whose ``shape`` is
+    ``n_out x n_in``); kept counts are over the weight-matrix view
+    ``c_out x (c_in*kh*kw)``. ``requested`` and ``achieved`` count the weights of the pruned layers
     (``pruned_total``); ``total`` counts every weight.
     """
 
@@ -126,7 +130,8 @@ class Report:
         rows = []
         for r in self.layers:
             rows.append([
-                str(r["layer"]) + (" dense" if r.get("excluded", False) else ""), r["shape"], f"{r['kept']}/{r['total']}",
+                str(r["layer"]) + (" dense" if r.get("excluded", False) else ""),
+                r["shape"] + (f" P={r['patches']}" if r["shape"].count("x") == 3 else ""), f"{r['kept']}/{r['total']}",
                 f"{r['kept_with_bias']}/{r['total_with_bias']}", f"{r['keep']:.4f}",
                 str(r["dead_sides"]), str(r["sampled_sides"]), str(r["det_sides"]), str(r["full_sides"]),
                 _num(r["eps_max"]), _num(r["eps_mean"]), _num(r["err_max"]), _num(r["err_mean"]),
@@ -236,6 +241,7 @@ def build_report(network, heads, new_weights, tables, *, method, allocation, req
         heads = [None] * len(network.prunable_layers)
     excluded = sorted(int(k) for k in excluded)
     rows = []
+    sizes = patch_sizes(network)
     for k, (layer, W_hat, tab, head) in enumerate(zip(network.prunable_layers, new_weights, tables, heads)):
         W = layer.weight_matrix  # a convolution's (c_out, c_in*kh*kw) view
         W_hat = np.reshape(W_hat, W.shape)
@@ -247,7 +253,8 @@ def build_report(network, heads, new_weights, tables, *, method, allocation, req
         err_live = errs[live & ~np.isnan(errs)]
         eps_live = tab.eps[live]
         rows.append(dict(
-            layer=k, shape=f"{W.shape[0]}x{W.shape[1]}", activation=layer.activation,
+            layer=k, shape="x".join(map(str, layer.weight.shape)), patches=int(sizes[k][0]),
+            activation=layer.activation,
             kept=kept, total=int(W.size), kept_with_bias=kept + nb, total_with_bias=int(W.size) + nb,
             keep=kept / W.size, live_sides=int(live.sum()), dead_sides=int(tab.dead.sum()),
             sampled_sides=int(tab.sampled.sum()), det_sides=int((partial & ~tab.sampled).sum()),

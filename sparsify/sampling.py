@@ -1,5 +1,5 @@
 """Sparsifying neuron sides: deterministic top-m and importance sampling
-(DESIGN §2 items 6, 7 and 11), vectorised over all sides of a layer.
+(docs/theory.md S6, S7, S11), vectorised over all sides of a layer.
 
 Fast paths here, readable twins in :mod:`sparsify.reference`
 (``top_m``/``sparsify_side_det``, ``sample_counts``/``sparsify_side_rand``,

@@ -1,4 +1,4 @@
-"""Empirical sensitivity ``s_ij = max_x g_ij(x)`` (DESIGN §2 items 1–5).
+"""Empirical sensitivity ``s_ij = max_x g_ij(x)`` (docs/theory.md S1–S5).
 
 Public function :func:`sensitivity`, fast path ``_sensitivity_layer`` and its
 Numba kernel :func:`sparsify._maxtimes.max_times` (``_max_times`` here); the readable twin is
@@ -182,7 +182,7 @@ class _LayerMaxima:
         """Fold one block ``A`` (points x n_in, finite) into the running maxima; with
         ``keep > 0`` also append its first ``keep`` points to :attr:`head`.
 
-        Sign split (DESIGN §2 item 1), decided per block: a block with a negative
+        Sign split (docs/theory.md S1), decided per block: a block with a negative
         entry is replaced by its parts ``max(A, 0)`` and ``max(-A, 0)``. The
         design decides once for the whole of S, and a stream cannot know that in
         advance; both give the same maxima: splitting a nonnegative point yields
@@ -359,8 +359,8 @@ def _fixed_blocks(batches, size: int):
             if n_pending == size:
                 yield np.concatenate(pending, axis=0)
                 pending, n_pending = [], 0
-    if n_pending:
-        yield np.concatenate(pending, axis=0)
+    if n_pending:  # a single piece (a short S) is passed on as it is, not copied
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending, axis=0)
 
 
 def _layer_inputs_of_block(network, X):

@@ -1,6 +1,8 @@
 """Training in NumPy: cross-entropy, backprop, minibatch SGD with momentum.
 
-One backward pass (:func:`_backprop`) serves training, fine-tuning after
+One backward pass (:func:`_backprop` for a stack of dense layers,
+:func:`sparsify._backward.backprop` for convolutions, pools, flattening and
+residual blocks) serves training, fine-tuning after
 pruning, lottery-ticket rewinding and the SNIP baseline (which needs
 ``dL/dW`` on S). The loss is the mean cross-entropy of the softmax of the
 network's output, whose last layer must have the identity activation:
@@ -20,12 +22,15 @@ mask at every step. Networks are immutable, so training returns a new one.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
 
+from . import _backward
 from ._validation import check_rng, check_scalar
 from .activations import LEAKY_SLOPE, get_activation
+from .layers import replace_weight_layers
 from .network import Dense, Network, mlp_from_init
 
 
@@ -62,22 +67,49 @@ DERIVATIVES = {
 
 
 # --- validation ----------------------------------------------------------------------
+def _output_activation(layers) -> str:
+    """The activation that produces the network's output: that of the last layer with one
+    (Flatten and pools after it only rearrange or pool the logits)."""
+    for layer in reversed(layers):
+        if layer.kind in ("dense", "conv2d", "residual"):
+            return layer.activation
+    return "identity"
+
+
+def _differentiated_layers(layers):
+    """Every layer with an activation (weight layers and residual blocks), descending into blocks."""
+    for layer in layers:
+        if layer.kind == "residual":
+            yield from _differentiated_layers(layer.layers)
+            if layer.shortcut is not None:
+                yield layer.shortcut
+            yield layer
+        elif layer.kind in ("dense", "conv2d"):
+            yield layer
+
+
 def _check_network(network) -> Network:
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a sparsify.Network, got {type(network).__name__}.")
-    last = network.layers[-1].activation
+    last = _output_activation(network.layers)
     if last not in ("identity", "linear"):
         raise ValueError(
             f"network: the cross-entropy loss applies softmax to the output layer, so its activation must be "
             f"'identity', got {last!r}; build the network with output_activation='identity'."
         )
-    for k, layer in enumerate(network.layers):
+    for layer in _differentiated_layers(network.layers):
         if layer.activation not in DERIVATIVES:
+            where = (f"layers[{network.layers.index(layer)}]" if layer in network.layers
+                     else f"a {type(layer).__name__} inside a residual block")
             raise ValueError(
-                f"network: layers[{k}] has activation {layer.activation!r}, which training cannot "
+                f"network: {where} has activation {layer.activation!r}, which training cannot "
                 f"differentiate; supported: {sorted(DERIVATIVES)}."
             )
     return network
+
+
+def _is_dense_stack(network: Network) -> bool:
+    return all(layer.kind == "dense" for layer in network.layers)
 
 
 def check_labels(y, n_points: int, n_classes: int, name: str = "y") -> np.ndarray:
@@ -102,11 +134,15 @@ def _check_masks(masks, network: Network) -> list[np.ndarray] | None:
     if masks is None:
         return None
     masks = list(masks)
-    if len(masks) != len(network.layers):
-        raise ValueError(f"masks: expected one boolean mask per layer ({len(network.layers)}), got {len(masks)}.")
+    layers = network.prunable_layers
+    if len(masks) != len(layers):
+        raise ValueError(f"masks: expected one boolean mask per layer with weights ({len(layers)}), "
+                         f"got {len(masks)}.")
     out = []
-    for k, (m, layer) in enumerate(zip(masks, network.layers)):
+    for k, (m, layer) in enumerate(zip(masks, layers)):
         m = np.asarray(m)
+        if m.shape != layer.weight.shape and m.shape == layer.weight_matrix.shape:
+            m = m.reshape(layer.weight.shape)  # a convolution's mask given as its matrix view
         if m.shape != layer.weight.shape:
             raise ValueError(f"masks[{k}]: expected shape {layer.weight.shape} (the layer's weight), got {m.shape}.")
         if m.dtype != bool:
@@ -164,8 +200,9 @@ def loss_and_gradients(network: Network, X, y) -> tuple[float, list[np.ndarray],
 
     Parameters
     ----------
-    network : Network whose last activation is ``"identity"`` (logits).
-    X : array (n_points, n_in);  y : int array (n_points,) of class labels.
+    network : Network whose last activation is ``"identity"`` (logits); dense,
+        convolutional, pooling, flattening and residual layers are differentiated.
+    X : array (n_points, *input_shape);  y : int array (n_points,) of class labels.
 
     Returns
     -------
@@ -178,7 +215,10 @@ def loss_and_gradients(network: Network, X, y) -> tuple[float, list[np.ndarray],
     y = check_labels(y, X.shape[0], net.n_out)
     if X.shape[0] == 0:
         raise ValueError("X: needs at least one point to compute a loss.")
-    return _backprop(net.weights, [l.bias for l in net.layers], net.activations, X, y)
+    biases = [layer.bias for layer in net.prunable_layers]
+    if _is_dense_stack(net):
+        return _backprop(net.weights, biases, net.activations, X, y)
+    return _backward.backprop(net.layers, net.weights, biases, X, y)
 
 
 def cross_entropy(network: Network, X, y) -> float:
@@ -234,16 +274,19 @@ def train(network: Network, X, y, *, epochs: int = 30, batch_size: int = 64, lr:
 
     Parameters
     ----------
-    network : Network with an ``"identity"`` output layer (its outputs are logits).
-    X : array (n_points, n_in);  y : int labels (n_points,).
+    network : Network with an ``"identity"`` output layer (its outputs are logits),
+        of any layer kinds (:mod:`sparsify._backward` for convolutions, pools,
+        flattening and residual blocks; the returned network keeps the layout).
+    X : array (n_points, *input_shape);  y : int labels (n_points,).
     epochs, batch_size : passes over the data and points per step (the last
         batch of an epoch may be smaller).
     lr, momentum, weight_decay : ``g = dL/dw + weight_decay * w`` (weights only),
         ``v = momentum * v + g``, ``w -= lr_epoch * v``.
     milestones, gamma : step schedule, ``lr_epoch = lr * gamma ** (number of
         milestones <= epoch)`` with epochs counted from 0.
-    masks : list of bool arrays shaped like the weights, or None. Weights where
-        the mask is False are set to 0 first and stay exactly 0.
+    masks : list of bool arrays shaped like the weights (a convolution's may
+        also have the shape of its matrix view), one per layer with weights, or
+        None. Weights where the mask is False are set to 0 first and stay exactly 0.
     rng : None, int or Generator for the shuffling (the only randomness).
     on_epoch : called as ``on_epoch(epoch, mean_loss)`` after each epoch, with
         the mean of the minibatch losses of that epoch.
@@ -265,8 +308,9 @@ def train(network: Network, X, y, *, epochs: int = 30, batch_size: int = 64, lr:
 
     dtype = net.dtype
     weights = [np.array(w, dtype=dtype) for w in net.weights]
-    biases = [None if l.bias is None else np.array(l.bias, dtype=dtype) for l in net.layers]
+    biases = [None if l.bias is None else np.array(l.bias, dtype=dtype) for l in net.prunable_layers]
     acts = net.activations
+    dense = _is_dense_stack(net)
     fmask = None
     if masks is not None:
         fmask = [m.astype(dtype) for m in masks]
@@ -283,7 +327,10 @@ def train(network: Network, X, y, *, epochs: int = 30, batch_size: int = 64, lr:
         losses = []
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            loss, gW, gb = _backprop(weights, biases, acts, X[idx], y[idx])
+            if dense:
+                loss, gW, gb = _backprop(weights, biases, acts, X[idx], y[idx])
+            else:
+                loss, gW, gb = _backward.backprop(net.layers, weights, biases, X[idx], y[idx])
             losses.append(loss)
             for k in range(len(weights)):
                 g = gW[k]
@@ -306,7 +353,10 @@ def train(network: Network, X, y, *, epochs: int = 30, batch_size: int = 64, lr:
             )
         if on_epoch is not None:
             on_epoch(epoch, float(np.mean(losses)))
-    return Network([Dense(w, b, act) for w, b, act in zip(weights, biases, acts)])
+    if dense:
+        return Network([Dense(w, b, act) for w, b, act in zip(weights, biases, acts)])
+    new = [replace(layer, weight=w, bias=b) for layer, w, b in zip(net.prunable_layers, weights, biases)]
+    return Network(replace_weight_layers(net.layers, new), net.input_shape)
 
 
 def init_mlp(widths: Sequence[int], activation: str = "relu", *, rng=None, dtype=np.float64) -> Network:

@@ -1,4 +1,4 @@
-"""Budget allocation (DESIGN §2 item 10): the balanced program's integer
+"""Budget allocation (docs/theory.md S10): the balanced program's integer
 targets, its KKT conditions and a scipy cross-check, the cubic behind it,
 global top-B, and the authors' measured behaviour on a 64-300-100-10 MLP."""
 import numpy as np

@@ -14,7 +14,7 @@ import pytest
 import sparsify as sp
 from sparsify.cli import build_parser, main
 
-LAYER_KEYS = {"layer", "shape", "activation", "kept", "total", "kept_with_bias", "total_with_bias", "keep",
+LAYER_KEYS = {"layer", "shape", "patches", "activation", "kept", "total", "kept_with_bias", "total_with_bias", "keep",
               "live_sides", "dead_sides", "sampled_sides", "det_sides", "full_sides", "empty_sides",
               "eps_max", "eps_mean", "err_max", "err_mean", "excluded"}
 REPORT_KEYS = {"method", "allocation", "requested", "achieved", "total", "total_biases", "n_points", "delta",

@@ -131,7 +131,7 @@ def test_S_comes_from_the_validation_split():
 
 
 def test_authors_s_size_reference_point():
-    # DESIGN: 784-300-100-10 at delta = 1e-16 gives 152 points
+    # docs/theory.md S14: 784-300-100-10 at delta = 1e-16 gives 152 points
     assert data.authors_s_size([784, 300, 100, 10]) == 152
     eta, eta_star = 410, 300
     assert data.authors_s_size([784, 300, 100, 10], 1e-6) == int(np.ceil(3 * np.log(8 * eta * eta_star / 1e-6)))

@@ -47,3 +47,36 @@ def test_demo_preset_is_a_valid_configuration():
     assert demo.REPORT_KEEP in full.keep_grid()
     with pytest.raises(ValueError, match="--seed: must be a non-negative integer"):
         demo.preset(quick=True, seed=-1)
+
+
+def test_oneshot_preset_adds_refit_methods_on_the_full_demo_networks():
+    full, one = demo.preset(quick=False), demo.preset(quick=False, oneshot=True)
+    cfg = E.ExperimentConfig.from_dict(one)
+    assert cfg.mode == "oneshot" and not cfg.lottery and cfg.calibration == 1000
+    assert cfg.methods == list(E.DEFAULT_METHODS) + ["sipp-hybrid+ls", "magnitude-global+ls", "wanda+ls", "obs"]
+    assert cfg.keep_grid() == [0.5, 0.3, 0.2, 0.1, 0.05]
+    # the same reference networks as the retrain demo: same widths, schedule and seeds
+    for key in ("hidden", "epochs", "milestones", "seeds"):
+        assert one[key] == full[key], key
+    quick = E.ExperimentConfig.from_dict(demo.preset(quick=True, seed=4, oneshot=True))
+    assert quick.seeds == [4] and demo.REPORT_KEEP in quick.keep_grid() and len(quick.keep_grid()) == 3
+
+
+def test_oneshot_demo_prints_the_refit_table_and_the_comparison(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("sklearn")
+    original = demo.preset
+
+    def small(quick, seed=0, data="digits", oneshot=False):  # the same run on a small network, for speed
+        return dict(original(quick, seed, data, oneshot), hidden=[24], epochs=3, milestones=[], calibration=200)
+
+    monkeypatch.setattr(demo, "preset", small)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--oneshot", "--quick", "--out", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "mode oneshot" in text and "mode retrain" not in text and "mode lottery" not in text
+    for method in list(E.DEFAULT_METHODS) + ["sipp-hybrid+ls", "magnitude-global+ls", "wanda+ls", "obs"]:
+        assert method in text
+    assert "sipp-hybrid+ls vs magnitude-global (oneshot, test accuracy, points): mean" in text
+    assert "SiPP hybrid with the refit at keep 0.1" in text and "refit on" in text
+    rows = E.read_results_csv(out / "results.csv")
+    assert len(rows) == 1 + 13 * 3 and {r["mode"] for r in rows} == {"oneshot"}

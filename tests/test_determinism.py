@@ -1,5 +1,5 @@
 """Same seed, same bits: across calls, across ways of passing the seed, and
-across Numba thread counts (DESIGN §3)."""
+across Numba thread counts (same seed, same bits)."""
 import hashlib
 import json
 import os

@@ -204,3 +204,73 @@ def test_plots_are_written(tmp_path):
     assert names == ["accuracy.png", "layers.png", "lottery.png"]
     for p in res.plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- refit methods (+ls suffix, obs) ------------------------------------------------------------
+def test_refit_methods_refit_the_base_selection_and_leave_faithful_results_unchanged(tmp_path):
+    from sparsify import data as D
+    from sparsify.io import load
+    from sparsify.reconstruct import reconstruct
+
+    base = dict(mode="oneshot", seeds=[0], keeps=[0.5, 0.2], calibration=30)
+    faithful, _ = run_tiny(tmp_path, tiny_config(methods=["sipp-hybrid", "random"], **base), "faithful")
+    cfg = tiny_config(methods=["sipp-hybrid", "random", "sipp-hybrid+ls", "random+ls", "obs", "wanda+ls"], **base)
+    res, log = run_tiny(tmp_path, cfg, "refit")
+    by = {(r["method"], r["keep"]): r for r in res.rows}
+    # adding refit methods changes no faithful result (their random numbers keep their positions)
+    for r in faithful.rows:
+        assert by[(r["method"], r["keep"])]["test_accuracy"] == r["test_accuracy"]
+    for keep in (0.5, 0.2):
+        for name in ("sipp-hybrid", "random"):
+            plain, refit = by[(name, keep)], by[(name + "+ls", keep)]
+            assert refit["kept_per_layer"] == plain["kept_per_layer"]  # the same selection, refitted
+        for name in ("obs", "wanda+ls"):
+            assert by[(name, keep)]["kept_weights"] == round(keep * by[(name, keep)]["total_weights"])
+    # the cell's network is the base's mask refitted on S plus the 30 training points, by sparsify.reconstruct
+    out = tmp_path / "refit"
+    plain, X_S = E.reprune(cfg, out, "sipp-hybrid", 0.2, 0)
+    refit, _ = E.reprune(cfg, out, "sipp-hybrid+ls", 0.2, 0)
+    assert "refit on %d calibration points" % (len(X_S) + 30) in refit.report.refit
+    assert all(np.array_equal(a, b) for a, b in zip(plain.masks, refit.masks))
+    ds = D.load_dataset("generated", rng=0)
+    dense = load(out / "networks" / "dense-seed0.npz")
+    # the extra points: 30 training points drawn by the seed's purpose-8 generator (sorted), after S
+    index = np.sort(np.random.default_rng(np.random.SeedSequence([0, 8])).choice(len(ds.y_train), 30, replace=False))
+    expected = reconstruct(dense, plain.network, plain.masks, np.concatenate([X_S, ds.X_train[index]]))
+    for w_r, w_p, w_e in zip(refit.network.weights, plain.network.weights, expected.weights):
+        assert np.array_equal(w_r != 0, w_p != 0) and not np.array_equal(w_r, w_p)
+        np.testing.assert_allclose(w_r, w_e, rtol=1e-9, atol=1e-12)
+    acc = float(np.mean(np.argmax(refit.network.forward(ds.X_test), axis=1) == ds.y_test))
+    np.testing.assert_allclose(acc, by[("sipp-hybrid+ls", 0.2)]["test_accuracy"])
+    # refitting on S alone differs from S plus training points
+    solo = reconstruct(dense, plain.network, plain.masks, X_S)
+    assert not all(np.allclose(a, b) for a, b in zip(solo.weights, refit.network.weights))
+    assert "obs" in (out / "summary.txt").read_text() and "sipp-hybrid+ls" in (out / "summary.txt").read_text()
+
+
+def test_refit_methods_in_retrain_iterative_and_during_modes(tmp_path):
+    cfg = tiny_config(mode="iterative", methods=["magnitude-global+ls", "obs"], seeds=[0], keeps=[0.6, 0.3],
+                      calibration=20, lottery=True, lottery_method="wanda+ls", lottery_keeps=[0.3])
+    res, _ = run_tiny(tmp_path, cfg)
+    for r in res.rows:
+        if r["method"] != "dense":  # no refit revives a pruned weight: every cascade step keeps its count
+            assert r["kept_weights"] == round(r["keep"] * r["total_weights"])
+    assert {r["method"] for r in res.rows if r["mode"] == "lottery"} == {"wanda+ls", "random"}
+    res2, _ = run_tiny(tmp_path, tiny_config(methods=["sipp-det+ls"], seeds=[0], keeps=[0.3], calibration=0), "rt")
+    row = [r for r in res2.rows if r["method"] == "sipp-det+ls"][0]
+    assert row["mode"] == "retrain" and row["kept_weights"] == round(0.3 * row["total_weights"])
+    res3, _ = run_tiny(tmp_path, tiny_config(mode="during", methods=["wanda+ls"], seeds=[0], keeps=[0.3], epochs=5,
+                                             calibration=20), "during")
+    assert [r["method"] for r in res3.rows if r["mode"] == "during"] == ["dense", "wanda+ls"]
+
+
+def test_comparison_of_two_methods_on_hand_made_rows():
+    from sparsify.experiment.refit import compare, format_comparison
+
+    rows = hand_rows()
+    gaps = compare(rows, "a", "b")
+    assert sorted(gaps) == [0.1, 0.5]  # keep 0.2 only a has
+    np.testing.assert_allclose([gaps[0.5], gaps[0.1]], [0.91 - 0.87, 0.82 - 0.895])
+    text = format_comparison(rows, "a", "b")
+    assert "worst -7.5 at keep 0.1" in text and "0.5: +4.0" in text  # mean (4.0 - 7.5) / 2 = -1.75
+    assert "no kept fraction in common" in format_comparison(rows, "a", "missing")

@@ -219,6 +219,12 @@ def test_settings_from_a_file_are_named_with_the_file(tmp_path, capsys):
     (["--seeds", ","], "--seeds: must be a positive integer or a list of non-negative integers, got an empty"),
     (["--activation", "swish"], "--activation: must be one of"),
     (["--lr", "nan"], "--lr: must be a finite number, got nan"),
+    (["--calibration", "-1"], "--calibration: must be in [0, inf), got -1"),
+    (["--lam", "0"], "--lam: must be in (0, inf), got 0.0"),
+    (["--lam=-1e-3"], "--lam: must be in (0, inf), got -0.001"),
+    (["--methods", "sipp-hybrid,foo+ls"], "--methods: 'foo+ls' refits the unknown base method 'foo'"),
+    (["--methods", "obs+ls+ls"], "--methods: 'obs+ls+ls' refits the unknown base method 'obs+ls'"),
+    (["--lottery-method", "nope+ls"], "--lottery-method: 'nope+ls' refits the unknown base method 'nope'"),
 ])
 def test_flag_errors_name_the_flag(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
@@ -244,6 +250,13 @@ def test_methods_and_defaults_come_from_the_package_constants():
     # the position of a method seeds its random numbers: a new order would change every result
     assert E.METHODS == ("sipp-det", "sipp-rand", "sipp-hybrid", "sipp-det-balanced", "magnitude-global",
                          "magnitude-layer", "random", "snip", "wanda", "undecayed")
+    # a refit method draws the random numbers of its base (it refits that very mask); obs has its own
+    from sparsify.experiment import refit
+
+    assert E.REFIT_METHODS[:len(E.METHODS)] == tuple(m + "+ls" for m in E.METHODS)
+    assert [refit.method_id(m) for m in E.METHODS] == list(range(len(E.METHODS)))
+    assert [refit.method_id(m + "+ls") for m in E.METHODS] == list(range(len(E.METHODS)))
+    assert refit.method_id("obs") == refit.method_id("obs+ls") == refit.OBS_ID > len(E.METHODS)
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices["experiment"]
     helps = {a.dest: a.help for a in sub._actions}
@@ -259,8 +272,8 @@ def test_config_json_holds_exactly_the_settings(tmp_path):
     cfg = small()
     out = started(tmp_path, cfg)
     saved = json.loads((out / "config.json").read_text())
-    # settings added later (imbalance, analyses, prune_every) are left out at their defaults
-    later = {"imbalance", "analyses", "prune_every"}
+    # settings added later (imbalance, analyses, prune_every, model, calibration, lam) are left out at their defaults
+    later = {"imbalance", "analyses", "prune_every", "model", "calibration", "lam"}
     assert sorted(saved) == sorted(set(E.ExperimentConfig.keys()) - later) and "labels" not in saved
     assert saved["seeds"] == [0] and np.isclose(saved["delta"], bounds.DEFAULT_DELTA)
 
@@ -286,3 +299,30 @@ def test_rows_round_trip_and_out_of_range_accuracy_is_refused(tmp_path_factory, 
     E.write_results_csv(path, [dict(row, test_accuracy=bad)])
     with pytest.raises(ValueError, match=r"line 2: column test_accuracy: .* is outside \[0, 1\]"):
         E.read_results_csv(path)
+
+
+# --- refit methods: calibration larger than the training split; older run folders ------------------
+def test_calibration_larger_than_the_training_split_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = cli_run(["--out", str(out), "--data", "generated", "--methods", "random,wanda+ls",
+                         "--calibration", "5000", "--keeps", "0.5", "--epochs", "1"], capsys)
+    assert code == 2 and "--calibration: the refit methods ['wanda+ls'] draw their extra calibration points" in err
+    assert "only 1200 points" in err and "at most 1200" in err, err
+    assert not out.exists()
+    # the lottery panel's method counts too; in a TOML file the message names the file
+    toml = tmp_path / "exp.toml"
+    toml.write_text('data = "generated"\nmethods = ["random"]\nlottery_method = "obs"\ncalibration = 1201\n')
+    code, err = cli_run([str(toml), "--out", str(out)], capsys)
+    assert code == 2 and f"calibration (in {toml}): the refit methods ['obs']" in err and not out.exists()
+
+
+def test_a_run_folder_from_before_the_refit_settings_resumes(tmp_path):
+    cfg = small()
+    out = started(tmp_path, cfg)
+    saved = json.loads((out / "config.json").read_text())
+    assert "calibration" not in saved and "lam" not in saved  # at their defaults: as an older folder holds it
+    F.prepare_out(out, small(calibration=1000, lam=1e-4).to_dict())  # the defaults, spelled out: accepted
+    with pytest.raises(ValueError, match=r"differs in \['lam'\]"):
+        F.prepare_out(out, small(lam=0.5).to_dict())
+    other = started(tmp_path / "b", small(calibration=10))
+    assert json.loads((other / "config.json").read_text())["calibration"] == 10

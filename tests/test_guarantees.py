@@ -1,4 +1,4 @@
-"""The guarantees of DESIGN §2 checked on pruned networks (docs/theory.md links each test).
+"""The guarantees of docs/theory.md S6–S9 checked on pruned networks (docs/theory.md links each test).
 
 Exact statements are property tests over networks drawn by sparsify.testing.strategies;
 the probabilistic sampling guarantee is checked at fixed seeds with a binomial allowance.
@@ -21,7 +21,7 @@ def _pruned_mass(W, s, mask):
     return np.stack([np.where(pruned & (W > 0), s, 0).sum(1), np.where(pruned & (W < 0), s, 0).sum(1)], 1)
 
 
-# --- §2 item 6: deterministic, in-sample, any network ------------------------------------
+# --- S6: deterministic, in-sample, any network ------------------------------------
 @given(sst.networks_with_inputs(n_layers=(1, 3), widths=(1, 6), n_points=(1, 6), dtypes=("float64", "float32"),
                                 activations=("relu", "tanh", "leaky_relu")),
        st.floats(0.05, 1.0))
@@ -45,7 +45,7 @@ def test_deterministic_in_sample_bound_holds_for_any_network(pair, keep):
             assert np.all(Zh <= Z * (1 + rtol) + 1e-300)
 
 
-# --- §2 item 8: sampling at the in-sample sample count ------------------------------------
+# --- S8: sampling at the in-sample sample count ------------------------------------
 def _side_failures(N, eps, seeds, A, w, s):
     """How many seeds give a side that misses (1 ± eps) at some point of A."""
     Z = A @ w
@@ -81,7 +81,7 @@ def test_sampling_guarantee_at_the_in_sample_count():
     assert _side_failures(max(1, N // 10), eps, seeds, A, w, s) > allowance
 
 
-# --- §2 item 8: the two forms of the authors' bound agree, and bounds fall with m ---------------
+# --- S8: the two forms of the authors' bound agree, and bounds fall with m ---------------
 @given(sst.side_sensitivities(), sst.eps_delta(eps=(1e-3, 5.0)), st.floats(1.0, 5.0))
 def test_m_of_eps_inverts_eps_of_m(s, eps_delta, C):
     eps, delta = eps_delta
@@ -103,7 +103,7 @@ def test_bounds_are_monotone_in_m(s, eps_delta):
         assert np.all(np.diff(e) <= 0)
 
 
-# --- §2 item 9: the hybrid choice ----------------------------------------------------------------
+# --- S9: the hybrid choice ----------------------------------------------------------------
 def _check_hybrid_rule(net, res, C, delta):
     """Assert the rule on every side where both choices were possible; return (checked, sampled)."""
     checked = sampled = 0
@@ -147,7 +147,7 @@ def test_hybrid_samples_where_the_rule_says_so():
     res = sparsify.prune(net, X, keep=0.3, method="hybrid", rng=0, delta=0.3, C=1.0)
     checked, sampled = _check_hybrid_rule(net, res, 1.0, 0.3)
     assert checked > 20 and sampled > 10
-    # with the authors' constants the rule never samples on this network (DESIGN §2, measured behaviour)
+    # with the authors' constants the rule never samples on this network (the authors' code behaves the same; docs/experiment.md)
     res = sparsify.prune(net, X, keep=0.3, method="hybrid", rng=0)
     checked, sampled = _check_hybrid_rule(net, res, 3.0, 1e-16)
     assert checked > 0 and sampled == 0

@@ -1,6 +1,6 @@
 """SiPP end to end: exact invariants of sensitivities and of det/rand/hybrid
 pruning on small random networks (Hypothesis), the realised kept count, the
-hybrid rule, and the report (DESIGN §2 items 4-13)."""
+hybrid rule, and the report (docs/theory.md S4–S13)."""
 import json
 
 import numpy as np
@@ -193,7 +193,7 @@ def _check_sampling_rule(net, res, method, C, delta):
     """A side can be sampled iff it is partially kept, alive, and sampling can
     reduce it (m < number of weights with s > 0); rand then samples it, hybrid
     samples it iff eps_det(m) > eps_rand(m). The decision is taken before any
-    draw (a side allocated all its weights is kept unchanged, DESIGN §2 item 7)."""
+    draw (a side allocated all its weights is kept unchanged, docs/theory.md S7)."""
     for layer, s, tab in zip(net.layers, res.sensitivities, res.sides):
         W = layer.weight
         for i in range(W.shape[0]):

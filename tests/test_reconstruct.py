@@ -135,6 +135,59 @@ def test_baseline_with_reconstruct_and_calibration(setup):
     assert all(np.all(w[~m] == 0) for m, w in zip(res.masks, res.network.weights))
 
 
+@pytest.mark.parametrize("method", ["rand", "hybrid", "random", "magnitude-layer"])
+def test_the_refit_keeps_the_selection_of_the_same_seed(setup, method):
+    # the experiment's "+ls" methods rely on this: same seed, same mask, only the values refitted
+    net, X, _ = setup
+    extra = np.random.default_rng(7).standard_normal((30, 12))
+
+    def run(**options):
+        if method in ("rand", "hybrid"):
+            return sp.prune(net, X, budget=70, method=method, rng=11, **options)
+        return prune_baseline(net, X, budget=70, method=method, rng=11, **options)
+
+    plain, refit = run(), run(reconstruct=True, calibration=extra)
+    for a, b in zip(plain.masks, refit.masks):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.network.weights, refit.network.weights))
+
+
+def test_experiment_refit_method_is_the_library_refit(setup):
+    from sparsify.experiment import prune_with
+
+    net, X, _ = setup
+    extra = np.random.default_rng(8).standard_normal((25, 12))
+    got = prune_with("sipp-hybrid+ls", net, X, None, 0.4, 3, delta=sp.bounds.DEFAULT_DELTA, C=sp.bounds.DEFAULT_C,
+                     calibration=extra, lam=1e-3)
+    budget = int(round(0.4 * net.n_weights))
+    want = sp.prune(net, X, budget=budget, method="hybrid", rng=3, reconstruct=True, calibration=extra, lam=1e-3)
+    for a, b in zip(got.network.weights, want.network.weights):
+        np.testing.assert_array_equal(a, b)
+    assert "85 calibration points" in got.report.refit  # 60 of S + 25
+    obs = prune_with("obs", net, X, None, 0.4, 3, delta=sp.bounds.DEFAULT_DELTA, C=sp.bounds.DEFAULT_C,
+                     calibration=extra, lam=1e-3)
+    from sparsify.obs import prune_obs
+
+    direct = prune_obs(net, np.concatenate([X, extra]), budget=budget)  # its own damping; lam is the refit's
+    for a, b in zip(obs.network.weights, direct.network.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_experiment_refit_of_undecayed_keeps_the_run_weight_decay(setup):
+    from sparsify.experiment import prune_with
+
+    net, X, _ = setup
+    y = np.arange(len(X)) % 4
+    common = dict(delta=sp.bounds.DEFAULT_DELTA, C=sp.bounds.DEFAULT_C, weight_decay=0.3)
+    plain = prune_with("undecayed", net, X, y, 0.3, 0, **common)
+    refit = prune_with("undecayed+ls", net, X, y, 0.3, 0, **common)
+    other = prune_with("undecayed", net, X, y, 0.3, 0, **dict(common, weight_decay=1e-5))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.masks, other.masks))  # the lambda matters here
+    for a, b in zip(plain.masks, refit.masks):
+        np.testing.assert_array_equal(a, b)
+    assert refit.report.refit
+
+
 # --- bad input ------------------------------------------------------------------------
 def test_bad_calibration_is_refused(setup):
     net, X, _ = setup

@@ -1,6 +1,6 @@
 """Sampling kernels against the NumPy reference (exactly, given the same
 uniforms), the draws-for-unique search, and unbiasedness of importance
-sampling (DESIGN §2 items 6, 7, 11)."""
+sampling (docs/theory.md S6, 7, 11)."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings

@@ -1,4 +1,4 @@
-"""The sensitivity kernel against the NumPy reference (DESIGN §2 items 1–5).
+"""The sensitivity kernel against the NumPy reference (docs/theory.md S1–S5).
 
 Reference-vs-kernel on Hypothesis-drawn layers and on named edge cases, exact
 invariants, dtype preservation and thread-count determinism. No timings here:

@@ -1,4 +1,4 @@
-"""S given as batches: lists, generators, memory-mapped .npy files (issue 5, item 2).
+"""S given as batches: lists, generators, memory-mapped .npy files.
 
 For a fixed chunk size the result must be bit-identical to passing all of S
 at once, however S is split; empty S and non-finite values are refused with a

@@ -1,6 +1,6 @@
 """Bad input at the public boundary: every row raises the right exception type
 with a message that names the parameter, and nothing the caller passed is
-changed (issue 2, item 7)."""
+changed."""
 import numpy as np
 import pytest
 

@@ -24,22 +24,38 @@ def load_model(args):
     return load(args.model, activations=acts, max_bytes=getattr(args, "max_bytes", None))
 
 
-def load_points(path, name: str = "--data") -> np.ndarray:
-    """Read a 2-D float array from a ``.npy`` file (memory-mapped, never unpickled).
+def load_points(path, name: str = "--data", input_shape=None) -> np.ndarray:
+    """Read a float array of points from a ``.npy`` file (memory-mapped, never unpickled).
 
     The header is checked against the file's size before anything is mapped
-    (:func:`sparsify.io._npyfile.read_npy`).
+    (:func:`sparsify.io._npyfile.read_npy`). With ``input_shape`` (the model's
+    shape of one point, e.g. ``(3, 32, 32)`` for NCHW images) the array must have
+    shape ``(n_points, *input_shape)``; without it, any shape of rank >= 2. Only
+    the header is read here: the pipeline streams the points block by block.
     """
     from ..io._npyfile import read_npy
 
+    want = "(n_points, n_in)" if input_shape is None or len(input_shape) == 1 else \
+        "(n_points, " + ", ".join(map(str, input_shape)) + ") (NCHW)"
     if str(path).endswith(".npz"):
-        raise ValueError(f"{name}: expected a .npy array of shape (n_points, n_in), got an .npz archive "
+        raise ValueError(f"{name}: expected a .npy array of shape {want}, got an .npz archive "
                          f"{str(path)!r}; save the points with np.save('S.npy', X).")
     arr = read_npy(path, name)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected an array of shape (n_points, n_in), got shape {arr.shape} "
-                         f"from {str(path)!r}.")
-    return np.asarray(arr)
+    if input_shape is not None and len(input_shape) == 1:
+        if arr.ndim != 2:  # the feature count is checked where the points are used
+            raise ValueError(f"{name}: expected an array of shape {want}, got shape {arr.shape} "
+                             f"from {str(path)!r}.")
+    elif input_shape is None:
+        if arr.ndim < 2:
+            raise ValueError(f"{name}: expected an array of shape {want}, got shape {arr.shape} "
+                             f"from {str(path)!r}.")
+    elif arr.ndim != 1 + len(input_shape) or tuple(arr.shape[1:]) != tuple(input_shape):
+        hint = ""
+        if arr.ndim == 2 and len(input_shape) > 1 and arr.shape[1] == int(np.prod(input_shape)):
+            hint = f"; reshape the points with X.reshape(-1, {', '.join(map(str, input_shape))}) before saving"
+        raise ValueError(f"{name}: the model takes points of shape {tuple(input_shape)}, so expected an array of "
+                         f"shape {want}, got shape {arr.shape} from {str(path)!r}{hint}.")
+    return arr
 
 
 def check_outputs(*targets) -> None:

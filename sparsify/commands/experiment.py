@@ -29,7 +29,9 @@ def _names(text: str) -> list[str]:
 FLAGS = {
     "--data": ("data", str, "dataset: digits, generated, or mnist:DIR (a folder with the MNIST IDX files)"),
     "--data-seed": ("data_seed", int, "seed of the train/validation/test split"),
-    "--hidden": ("hidden", _ints, "hidden widths, e.g. 300,100"),
+    "--model": ("model", str, "network: mlp (default), or the CNNs lenet and resnet (which read the features as "
+                "one-channel square images, e.g. 1x8x8 for digits)"),
+    "--hidden": ("hidden", _ints, "hidden widths of the MLP, e.g. 300,100"),
     "--activation": ("activation", str, "hidden activation (relu, tanh, ...)"),
     "--epochs": ("epochs", int, "epochs of training the reference network (and lottery tickets)"),
     "--batch-size": ("batch_size", int, "minibatch size"),
@@ -41,7 +43,8 @@ FLAGS = {
     "--retrain-epochs": ("retrain_epochs", int, "epochs of fine-tuning after each prune"),
     "--retrain-lr": ("retrain_lr", float, "learning rate of fine-tuning"),
     "--retrain-milestones": ("retrain_milestones", _ints, "milestones of fine-tuning"),
-    "--methods": ("methods", _names, "comma-separated methods from {methods} (default: all)"),
+    "--methods": ("methods", _names, "comma-separated methods from {methods} (default: all of these); "
+                  "also obs, and any of them with +ls (least-squares refit, e.g. sipp-hybrid+ls)"),
     "--keeps": ("keeps", _floats, "explicit kept fractions, e.g. 0.3,0.1,0.03 (overrides the geometric grid)"),
     "--keep-max": ("keep_max", float, "largest kept fraction of the geometric grid"),
     "--keep-min": ("keep_min", float, "smallest kept fraction of the geometric grid"),
@@ -60,6 +63,9 @@ FLAGS = {
     "--analyses": ("analyses", _names, "comma-separated analyses from recall,stability: recall distortion "
                    "(recall.txt, recall.png) and generalization-stability (stability.txt, stability.png)"),
     "--prune-every": ("prune_every", int, "epochs between prune events of mode 'during'"),
+    "--calibration": ("calibration", int, "training points added to S for the refit methods (name+ls, obs; "
+                      "default {calibration}; 0 = S alone)"),
+    "--lam": ("lam", float, "relative ridge of the least-squares refit of the +ls methods (default {lam:g})"),
 }
 
 
@@ -68,7 +74,8 @@ def register(subparsers) -> None:
     from ..experiment import METHODS, MODES, ExperimentConfig
 
     constants = dict(methods=", ".join(METHODS), modes=", ".join(MODES), delta=DEFAULT_DELTA, C=DEFAULT_C,
-                     lottery_method=ExperimentConfig().lottery_method)
+                     lottery_method=ExperimentConfig().lottery_method, calibration=ExperimentConfig().calibration,
+                     lam=ExperimentConfig().lam)
     p = subparsers.add_parser(
         "experiment",
         help="train, prune with SiPP and baselines over a keep grid and seeds, report and plot",

@@ -17,7 +17,8 @@ DEFAULT_KEEP = 0.1
 DESCRIPTION = """\
 Prune MODEL with sensitivity-informed provable pruning (SiPP).
 
-The batch S (--data, a .npy array of shape (n_points, n_in)) defines each
+The batch S (--data, a .npy array of shape (n_points, n_in), or NCHW
+(n_points, c, h, w) for a model with convolutions; memory-mapped) defines each
 weight's empirical sensitivity. Per neuron side, weights are kept
 deterministically (largest sensitivity) or by importance sampling with
 reweighting ('hybrid' picks whichever has the smaller error bound) under a
@@ -33,6 +34,7 @@ examples:
   sparsify prune export.npz --activations relu,relu,identity --data S.npy --keep 0.2 --out pruned.npz
   sparsify prune model.npz --data S.npy --keep 0.1 --exclude 0,2 --out pruned.npz --masks masks.npz
   sparsify prune model.npz --data S.npy --keep 0.5,0.1,0.5 --out pruned.npz
+  sparsify prune cnn.onnx --data images.npy --keep 0.2 --out pruned.onnx
 """
 
 
@@ -58,7 +60,9 @@ def register(sub) -> None:
     p = sub.add_parser("prune", help="prune a model with SiPP", description=DESCRIPTION, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--data", required=True, metavar="S.npy", help="input batch S, shape (n_points, n_in)")
+    p.add_argument("--data", required=True, metavar="S.npy",
+                   help="input batch S, shape (n_points, n_in), or (n_points, c, h, w) for a model with "
+                        "convolutions (NCHW); memory-mapped and read in blocks")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--keep", type=_keep_arg, metavar="F",
                       help=f"fraction of prunable weights to keep, in (0, 1] (default {DEFAULT_KEEP}); "
@@ -83,7 +87,10 @@ def register(sub) -> None:
     p.add_argument("--lam", type=float, default=None,
                    help="relative ridge of --reconstruct, times the mean Gram diagonal (default 1e-4)")
     p.add_argument("--pattern", metavar="N:M", help="keep the top-N sensitivities of every M inputs (e.g. 2:4)")
-    p.add_argument("--out", required=True, metavar="OUT.npz", help="where to write the pruned model")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="where to write the pruned model; the suffix picks the format (.npz, .onnx, .safetensors)")
+    p.add_argument("--format", choices=["auto", "csr"], default="auto",
+                   help="auto: from the suffix of --out (default); csr: scipy.sparse CSR arrays in an .npz archive")
     p.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
     p.add_argument("--masks", metavar="MASKS.npz",
                    help="also write the boolean keep-masks (mask0, mask1, ...; True = kept) as .npz")
@@ -94,17 +101,26 @@ def register(sub) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from ..io import atomic_write_many, network_to_arrays
+    from ..io import atomic_write_many, writer
     from ..prune import prune
 
     _check_distinct_paths(args)
+    if args.format == "auto":
+        writer(None, args.out, "--out")  # an unknown suffix is refused before the work
     check_outputs((args.out, "--out"), (args.json, "--json"), (args.masks, "--masks"))  # before the work
     net = load_model(args)
-    X = load_points(args.data)
+    if args.format == "csr" and any(layer.kind != "dense" for layer in net.layers):
+        from ..io.csr import network_to_csr_arrays
+
+        try:
+            network_to_csr_arrays(net)  # refuses what CSR cannot hold before the work
+        except ValueError as exc:
+            raise ValueError(f"--format csr: {exc}") from None
+    X = load_points(args.data, "--data", net.input_shape)
     keep = args.keep if args.keep is not None or args.budget is not None or args.pattern else DEFAULT_KEEP
     args.method = args.method or ("det" if args.pattern else DEFAULT_METHOD)
     extra = dict(reconstruct=args.reconstruct, lam=args.lam, pattern=args.pattern,
-                 calibration=load_points(args.calibration, "--calibration") if args.calibration else None)
+                 calibration=load_points(args.calibration, "--calibration", net.input_shape) if args.calibration else None)
     if args.exclude is not None:
         extra["exclude"] = args.exclude
     if not args.quiet:
@@ -115,8 +131,13 @@ def run(args) -> int:
     report.update(model=str(args.model), data=str(args.data), seed=args.seed, out=str(args.out))
     if args.masks:
         report.update(masks=str(args.masks))
-    arrays = network_to_arrays(res.network)
-    outputs = [(args.out, lambda fh: np.savez(fh, **arrays), "--out")]
+    if args.format == "csr":
+        from ..io.csr import network_to_csr_arrays
+
+        csr = network_to_csr_arrays(res.network)
+        outputs = [(args.out, lambda fh: np.savez(fh, **csr), "--out")]
+    else:
+        outputs = [(args.out, writer(res.network, args.out, "--out"), "--out")]
     if args.json:
         outputs.append((args.json, json_writer(report), "--json"))
     if args.masks:

@@ -8,7 +8,8 @@ from pathlib import Path
 from .._validation import check_scalar
 from ..allocation import ALLOCATIONS
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
-from ..prune import METHODS
+from ..prune import DEFAULT_METHOD, METHODS
+from .prune import DEFAULT_KEEP
 from ..verify import EPS_MAX
 from ._common import add_model_args, check_outputs, json_writer, load_model, load_points
 
@@ -48,12 +49,13 @@ def register(sub) -> None:
     p = sub.add_parser("verify", help="check the pruning guarantees over many seeds", description=DESCRIPTION,
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--data", required=True, metavar="S.npy", help="batch S used for pruning, (n_points, n_in)")
-    p.add_argument("--test", required=True, metavar="T.npy", help="held-out batch T, (n_points, n_in)")
+    p.add_argument("--data", required=True, metavar="S.npy", help="batch S used for pruning, (n_points, n_in) or NCHW "
+                                                                                   "(n_points, c, h, w)")
+    p.add_argument("--test", required=True, metavar="T.npy", help="held-out batch T, shaped like S")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--keep", type=float, metavar="F", help="fraction of weights to keep, in (0, 1] (default 0.1)")
+    size.add_argument("--keep", type=float, metavar="F", help=f"fraction of weights to keep, in (0, 1] (default {DEFAULT_KEEP})")
     size.add_argument("--budget", type=int, metavar="N", help="number of weights to keep")
-    p.add_argument("--method", choices=METHODS, default="hybrid", help="per-side rule (default hybrid)")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"per-side rule (default {DEFAULT_METHOD})")
     p.add_argument("--allocation", choices=ALLOCATIONS, default=None,
                    help="budget rule (default: global for det, balanced otherwise)")
     p.add_argument("--seeds", type=int, default=50, metavar="N", help="independent prunings (default 50)")
@@ -66,6 +68,9 @@ def register(sub) -> None:
     p.add_argument("--C", type=float, default=DEFAULT_C,
                    help=f"out-of-sample constant C of g(x) <= C s (default {DEFAULT_C:g})")
     p.add_argument("--confidence", type=float, default=0.95, help="level of the Clopper-Pearson intervals (default 0.95)")
+    p.add_argument("--patch-reduction", choices=("max", "mean"), default=None,
+                   help="reduction of a convolution's sensitivities over patches (default: mean for det, max "
+                        "otherwise); the per-(point, patch) bounds checked here hold with max")
     p.add_argument("--json", metavar="OUT.json", help="write the full result as JSON")
     p.add_argument("--plot", metavar="OUT.png",
                    help="also sweep keep fractions for det, rand and hybrid and plot error and bound per layer "
@@ -146,14 +151,15 @@ def run(args) -> int:
                               "pip install 'sparsify[plot]'.") from None
     check_outputs((args.json, "--json"), (args.plot, "--plot"))  # regular files or new paths only
     net = load_model(args)
-    X_S = load_points(args.data, "--data")
-    X_T = load_points(args.test, "--test")
-    keep = args.keep if args.keep is not None or args.budget is not None else 0.1
+    X_S = load_points(args.data, "--data", net.input_shape)
+    X_T = load_points(args.test, "--test", net.input_shape)
+    keep = args.keep if args.keep is not None or args.budget is not None else DEFAULT_KEEP
     show = not args.quiet
     with connect(where) as client:  # one cluster for the seeds and the plot
         result = verify(net, X_S, X_T, keep=keep, budget=args.budget, method=args.method, allocation=args.allocation,
                         seeds=args.seeds, first_seed=args.first_seed, eps=args.eps, delta=args.delta, C=args.C,
-                        confidence=args.confidence, progress=_Progress("verify: seed", show), dask=client)
+                        confidence=args.confidence, patch_reduction=args.patch_reduction,
+                        progress=_Progress("verify: seed", show), dask=client)
         result.update(model=str(args.model), data=str(args.data), test=str(args.test))
         if show:
             print(format_table(result))
@@ -162,7 +168,8 @@ def run(args) -> int:
             outputs.append((args.json, json_writer(json_ready(result)), "--json"))  # non-finite floats as strings
         if args.plot:
             data = sweep(net, X_S, _PLOT_KEEPS, seed=args.first_seed, delta=args.delta, C=args.C,
-                         progress=_Progress("plot: pruning", show), dask=client)
+                         patch_reduction=args.patch_reduction, progress=_Progress("plot: pruning", show),
+                         dask=client)
             png = plot_sweep(data, None, title=f"{net}, |S|={X_S.shape[0]}, delta={args.delta:g}, C={args.C:g}")
             outputs.append((args.plot, lambda fh: fh.write(png), "--plot"))
     atomic_write_many(outputs)  # all or nothing

@@ -35,7 +35,10 @@ resumed run does not retrain them.
 Method names: ``sipp-det``, ``sipp-rand``, ``sipp-hybrid`` (SiPP with the
 authors' default allocations), ``sipp-det-balanced`` (det with the balanced
 allocation), ``magnitude-global``, ``magnitude-layer``, ``random``, ``snip``,
-``wanda``, ``undecayed`` (:mod:`sparsify.baselines`), and ``dense``.
+``wanda``, ``undecayed`` (:mod:`sparsify.baselines`), and ``dense``. Refit methods
+(:mod:`~sparsify.experiment.refit`): any of these followed by ``+ls`` (the same
+selection, then the kept weights and biases refitted by least squares on S plus
+``calibration`` training points, ridge ``lam``), ``obs`` and ``obs+ls``.
 
 Modules: :mod:`~sparsify.experiment.config` (settings, TOML),
 :mod:`~sparsify.experiment.results` (``results.csv``: append, read back
@@ -43,6 +46,7 @@ strictly), :mod:`~sparsify.experiment.summary` (accuracy tables, commensurate
 prune ratios), :mod:`~sparsify.experiment.plots`,
 :mod:`~sparsify.experiment.folder` (the run's folder and cached networks),
 :mod:`~sparsify.experiment.run` (the grid of cells, resume, final files),
+:mod:`~sparsify.experiment.refit` (the refit methods: ``+ls``, ``obs``),
 :mod:`~sparsify.experiment.analyses` (recall distortion),
 :mod:`~sparsify.experiment.stability` (generalization–stability),
 :mod:`~sparsify.experiment.during` (mode ``during``, class imbalance),
@@ -55,6 +59,7 @@ from .config import (ANALYSES, BASELINE_METHODS, DEFAULT_METHODS, METHODS, MODES
                      load_config, parse_imbalance)
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
+from .refit import REFIT_METHODS, all_methods, format_comparison
 from .results import CSV_COLUMNS, LEGACY_COLUMNS, append_row, cell_key, read_results_csv, write_results_csv
 from .run import ExperimentResult, finish, prune_with, reprune, run_experiment
 from .analyses import format_recall, intensification_slope, intensified_fraction, recall_table, relative_recall, t_interval
@@ -88,14 +93,17 @@ __all__ = [
     "ExperimentResult",
     "METHODS",
     "MODES",
+    "REFIT_METHODS",
     "SIPP_METHODS",
     "TOLERANCES",
     "accuracy_table",
+    "all_methods",
     "append_row",
     "cell_key",
     "commensurate_prune_ratios",
     "dense_accuracy",
     "finish",
+    "format_comparison",
     "format_layers",
     "format_summary",
     "load_cached_network",

@@ -18,6 +18,7 @@ from .._validation import check_choice, check_scalar
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..data import DATASETS
 from ..train import DERIVATIVES
+from .models import MODELS
 
 __all__ = [
     "BASELINE_METHODS",
@@ -49,7 +50,8 @@ MODES = ("oneshot", "retrain", "iterative", "during")
 ANALYSES = ("recall", "stability")
 #: settings added after the first release: left out of ``config.json`` at their defaults, so a folder
 #: written before them still matches its configuration and resumes.
-_LATER_DEFAULTS = {"imbalance": {}, "analyses": [], "prune_every": 2}
+_LATER_DEFAULTS = {"imbalance": {}, "analyses": [], "prune_every": 2, "model": "mlp", "calibration": 1000,
+                   "lam": 1e-4}
 
 
 def _setting(default=None, factory=None):
@@ -64,7 +66,10 @@ class ExperimentConfig:
     """Everything that defines a run (a TOML file holds the same keys, flat).
 
     Data and model: ``data`` ("digits", "generated" or "mnist:DIR"),
-    ``data_seed`` (the split), ``hidden`` widths and ``activation``.
+    ``data_seed`` (the split), ``model`` ("mlp", or the convolutional "lenet"
+    and "resnet" of :mod:`sparsify.experiment.models`, which read the features
+    as one-channel square images), and for the MLP its ``hidden`` widths and
+    ``activation``.
     Training of the reference network: ``epochs, batch_size, lr, momentum,
     weight_decay, milestones, gamma`` (see :func:`sparsify.train.train`).
     Fine-tuning after pruning: ``retrain_epochs, retrain_lr, retrain_milestones``
@@ -80,6 +85,9 @@ class ExperimentConfig:
     ``analyses`` (``["recall", "stability"]``) adds the analyses of
     :mod:`sparsify.experiment.analyses`; ``prune_every`` is the number of epochs
     between prune events of mode ``during``.
+    Refit methods (``sipp-hybrid+ls``, ``obs``, ...; :mod:`sparsify.experiment.refit`):
+    ``calibration`` training points added to S for the refit (0 = S alone) and
+    ``lam``, the relative ridge of the refit (> 0; see :mod:`sparsify.reconstruct`).
 
     ``labels`` is not a setting: it maps a key to the way the user spelled it
     (``{"s_size": "--s-size"}``), so that messages name the flag or the file.
@@ -87,6 +95,7 @@ class ExperimentConfig:
 
     data: str = _setting("digits")
     data_seed: int = _setting(0)
+    model: str = _setting("mlp")
     hidden: list = _setting(factory=lambda: [300, 100])
     activation: str = _setting("relu")
     epochs: int = _setting(30)
@@ -115,6 +124,8 @@ class ExperimentConfig:
     imbalance: dict = _setting(factory=dict)
     analyses: list = _setting(factory=list)
     prune_every: int = _setting(2)
+    calibration: int = _setting(1000)
+    lam: float = _setting(1e-4)
     #: where the cells run (None: here; "local", "local:N", "tcp://HOST:PORT"): not a setting, so a run
     #: started on Dask resumes here and the reverse
     dask: str | None = field(default=None, compare=False)
@@ -172,10 +183,10 @@ class ExperimentConfig:
             setattr(self, key, [check_scalar(v, f"{name(key)}[{i}]", low=0, high=1, low_open=True,
                                              high_open=True) for i, v in enumerate(value)])
 
+        from .refit import all_methods, check_method
+
         def method(key):
-            value = getattr(self, key)
-            if not isinstance(value, str) or value not in METHODS:
-                raise ValueError(f"{name(key)}: must be one of {list(METHODS)}, got {value!r}.")
+            check_method(getattr(self, key), name(key))
 
         if not isinstance(self.data, str):
             raise TypeError(f"{name('data')}: must be a dataset name (str), got {self.data!r}.")
@@ -183,6 +194,8 @@ class ExperimentConfig:
             raise ValueError(f"{name('data')}: must be one of {list(DATASETS)} or 'mnist:DIR' (a folder with "
                              f"the MNIST IDX files), got {self.data!r}.")
         scalar("data_seed", "int", low=0)
+        if not isinstance(self.model, str) or self.model not in MODELS:
+            raise ValueError(f"{name('model')}: must be one of {list(MODELS)}, got {self.model!r}.")
         int_list("hidden", 1)
         check_choice(self.activation, name("activation"), DERIVATIVES)
         scalar("epochs", "int", low=0)
@@ -197,11 +210,15 @@ class ExperimentConfig:
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         if not isinstance(self.methods, (list, tuple)) or not self.methods:
-            raise TypeError(f"{name('methods')}: must be a non-empty list drawn from {list(METHODS)}, "
+            raise TypeError(f"{name('methods')}: must be a non-empty list drawn from {list(all_methods())}, "
                             f"got {self.methods!r}.")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if not isinstance(m, str) or m not in all_methods()]
+        for m in bad:
+            if isinstance(m, str) and m.endswith("+ls"):
+                check_method(m, name("methods"))  # names the unknown base method
         if bad:
-            raise ValueError(f"{name('methods')}: unknown name(s) {bad}; choose from {list(METHODS)}.")
+            raise ValueError(f"{name('methods')}: unknown name(s) {bad}; choose from {list(METHODS)} or 'obs', "
+                             "each optionally followed by '+ls' (least-squares refit).")
         self.methods = list(dict.fromkeys(self.methods))
         fractions("keeps")
         fractions("lottery_keeps")
@@ -222,6 +239,8 @@ class ExperimentConfig:
         if not isinstance(self.lottery, bool):
             raise TypeError(f"{name('lottery')}: must be true or false, got {self.lottery!r}.")
         method("lottery_method")
+        scalar("calibration", "int", low=0)
+        scalar("lam", low=0, low_open=True)
         if self.dask is not None:
             if not isinstance(self.dask, str):
                 raise TypeError(f"{name('dask')}: must be 'local', 'local:N' or a scheduler address such as "
@@ -310,8 +329,9 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """The settings as a flat dict (what ``config.json`` holds); lists are copies.
 
-        Settings added later (``imbalance``, ``analyses``, ``prune_every``) are
-        left out at their defaults, so an earlier run's folder still matches.
+        Settings added later (``imbalance``, ``analyses``, ``prune_every``,
+        ``calibration``, ``lam``) are left out at their defaults, so an earlier
+        run's folder still matches.
         """
         return {key: _copy(getattr(self, key)) for key in self.keys()
                 if key not in _LATER_DEFAULTS or getattr(self, key) != _LATER_DEFAULTS[key]}

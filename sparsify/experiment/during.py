@@ -49,7 +49,8 @@ def during_cell(run, method: str, keep: float, seed: int, X_S, y_S, k_index: int
             acc_before = run.evaluate(net)[0]
             t0 = time.perf_counter()
             res = prune_with(method, net, X_S, y_S, keeps[j - 1], _seq(seed, 6, mid, k_index, j),
-                             delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
+                             delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay,
+                             calibration=run.calib.get(seed), lam=cfg.lam)  # used by refit methods only
             prune_s += time.perf_counter() - t0
             pruned, report = res.network, res.report
             acc_after = run.evaluate(pruned)[0]

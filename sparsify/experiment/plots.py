@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write
-from .config import METHODS, MODES
+from .config import MODES
+from .refit import all_methods, is_refit, split_method
 from .summary import dense_accuracy
 
 __all__ = ["plot_results"]
@@ -40,7 +41,10 @@ def plot_results(rows, out_dir, title: str = "") -> list[Path]:
         ks = sorted(by_keep)
         mean = np.array([np.mean(by_keep[k]) for k in ks])
         std = np.array([np.std(by_keep[k]) for k in ks])
-        (line,) = ax.plot(ks, mean, marker="o", ms=3, label=label or method)
+        # a refit method: dashed, in the colour of its base method's line when that is on the axes
+        colours = {ln.get_label(): ln.get_color() for ln in ax.get_lines()}
+        style = dict(ls="--", color=colours.get(split_method(method)[0])) if is_refit(method) else {}
+        (line,) = ax.plot(ks, mean, marker="o", ms=3, label=label or method, **style)
         ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
 
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
@@ -65,7 +69,7 @@ def plot_results(rows, out_dir, title: str = "") -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
 
     for mode in main_modes:
-        methods = [m for m in METHODS if any(r["mode"] == mode and r["method"] == m for r in rows)]
+        methods = [m for m in all_methods() if any(r["mode"] == mode and r["method"] == m for r in rows)]
         panels = [("test_accuracy", "after retraining" if mode != "oneshot" else "one-shot")]
         if mode != "oneshot":
             panels.insert(0, ("accuracy_after_prune", "right after pruning"))
@@ -89,7 +93,7 @@ def plot_results(rows, out_dir, title: str = "") -> list[Path]:
         n_layers = len(sel[0]["total_per_layer"])
         fig, axes = plt.subplots(1, n_layers, figsize=(4.2 * n_layers, 3.8), squeeze=False)
         for layer, ax in enumerate(axes[0]):
-            for method in [m for m in METHODS if any(r["method"] == m for r in sel)]:
+            for method in [m for m in all_methods() if any(r["method"] == m for r in sel)]:
                 by_keep: dict = {}
                 for r in sel:
                     if r["method"] == method:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..io import atomic_write
 from .config import METHODS, MODES
+from .refit import REFIT_METHODS
 
 __all__ = [
     "CSV_COLUMNS",
@@ -46,7 +47,7 @@ _FLOAT_COLUMNS = ("keep", "test_accuracy", "accuracy_after_prune", "drop_after_p
 _LIST_COLUMNS = {"kept_per_layer": int, "total_per_layer": int, "per_class_recall": float}
 #: row modes: the run modes and the lottery-ticket panel.
 _ROW_MODES = MODES + ("lottery",)
-_ROW_METHODS = METHODS + ("dense",)
+_ROW_METHODS = METHODS + ("dense",) + REFIT_METHODS
 
 
 def cell_key(mode: str, method: str, keep: float, seed: int) -> tuple:

@@ -21,9 +21,11 @@ from .._blas import single_threaded_blas
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..io import atomic_write, save
 from ..report import jsonable
-from .config import METHODS, SIPP_METHODS, ExperimentConfig
+from .config import SIPP_METHODS, ExperimentConfig
+from . import models as _models
 from .folder import load_cached_network, prepare_out
 from .plots import plot_results
+from .refit import all_methods, is_refit, method_id, prune_refit
 from .results import append_row, cell_key, read_results_csv, write_results_csv
 from .summary import accuracy_table, commensurate_prune_ratios, dense_accuracy, format_layers, format_summary
 from .stability import instability as _instability
@@ -32,7 +34,7 @@ __all__ = ["ExperimentResult", "finish", "prune_with", "reprune", "run_experimen
 
 
 def _method_id(method: str) -> int:
-    return (METHODS + ("dense",)).index(method)
+    return method_id(method)
 
 
 def _seq(*parts) -> np.random.Generator:
@@ -41,16 +43,21 @@ def _seq(*parts) -> np.random.Generator:
 
 
 def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float, C: float,
-               weight_decay: float | None = None):
+               weight_decay: float | None = None, calibration=None, lam: float | None = None):
     """Prune with an experiment method name; returns the :class:`~sparsify.prune.PruneResult`.
 
     ``weight_decay`` (the training weight decay) is the lambda of the ``undecayed`` score.
+    ``calibration`` (extra points after S) and ``lam`` (relative ridge) serve the
+    refit methods only (:mod:`sparsify.experiment.refit`).
     """
     from ..baselines import prune_baseline
     from ..prune import prune
 
     budget = max(1, int(round(keep * network.n_weights)))
     budget = min(budget, max(1, int(sum(np.count_nonzero(w) for w in network.weights))))
+    if is_refit(method):
+        return prune_refit(method, network, X_S, y_S, budget, rng, delta=delta, C=C, calibration=calibration,
+                           lam=lam, weight_decay=weight_decay)
     if method in SIPP_METHODS:
         sipp_method, allocation = SIPP_METHODS[method]
         return prune(network, X_S, budget=budget, method=sipp_method, allocation=allocation, rng=rng,
@@ -61,7 +68,7 @@ def prune_with(method: str, network, X_S, y_S, keep: float, rng, *, delta: float
     return prune_baseline(network, X_S, budget=budget, method=method, y_S=y_S, rng=rng)
 
 
-def _warm_up(methods, log) -> None:
+def _warm_up(methods, log, model: str = "mlp") -> None:
     """Compile the Numba kernels before anything is timed."""
     from ..network import random_mlp
 
@@ -71,22 +78,51 @@ def _warm_up(methods, log) -> None:
     t0 = time.perf_counter()
     for method in methods:
         prune_with(method, net, X, y, 0.5, 0, delta=DEFAULT_DELTA, C=DEFAULT_C)
+    if model != "mlp":  # the patch paths of the convolutional models
+        conv = _models.init_model(model, 64, 3, rng=0)
+        images = np.random.default_rng(0).standard_normal((8, 1, 8, 8))
+        for method in methods:
+            prune_with(method, conv, images, y, 0.5, 0, delta=DEFAULT_DELTA, C=DEFAULT_C)
     dt = time.perf_counter() - t0
     if dt > 1.0:
         print(f"compiled pruning kernels in {dt:.1f} s (not counted in prune_seconds)", file=log, flush=True)
 
 
 def _load_dataset(cfg: ExperimentConfig):
-    """The run's dataset, with the training split made class-imbalanced when ``imbalance`` asks."""
+    """The run's dataset, with the training split made class-imbalanced when ``imbalance`` asks;
+    flat features for the MLP, ``(n, 1, s, s)`` images for a convolutional model."""
     from .during import imbalance_dataset
 
     ds = _data.load_dataset(cfg.data, rng=cfg.data_seed)
-    return imbalance_dataset(ds, cfg.imbalance, cfg.data_seed, cfg.label("imbalance"))
+    ds = imbalance_dataset(ds, cfg.imbalance, cfg.data_seed, cfg.label("imbalance"))
+    return ds if cfg.model == "mlp" else _models.as_images(ds)
+
+
+def _initialisation(cfg: ExperimentConfig, dataset, rng):
+    if cfg.model == "mlp":
+        return _train.init_mlp(cfg.widths(dataset.n_features, dataset.n_classes), cfg.activation, rng=rng)
+    return _models.init_model(cfg.model, dataset.n_features, dataset.n_classes, rng=rng)
+
+
+def _load_cached(cfg: ExperimentConfig, dataset, path: Path):
+    """A network the run saved, refused (as a stale file to delete) if it does not fit the run."""
+    if cfg.model == "mlp":
+        return load_cached_network(path, cfg.widths(dataset.n_features, dataset.n_classes), cfg.activation)
+    from ..io import load
+
+    try:
+        net = load(path)
+    except ValueError as exc:
+        raise ValueError(f"out: cached network {str(path)!r} is unreadable ({exc}); delete it "
+                         f"(rm {str(path)!r}) and run again to rebuild it.") from None
+    return _models.check_cached_model(path, net, _initialisation(cfg, dataset, 0))
 
 
 def _s_size(cfg: ExperimentConfig, dataset) -> int:
-    """Points in S: ``s_size``, or the authors' size for the run's widths; refused if the data has too few."""
-    size = cfg.s_size or _data.authors_s_size(cfg.widths(dataset.n_features, dataset.n_classes), cfg.delta)
+    """Points in S: ``s_size``, or the authors' size for the run's network; refused if the data has too few."""
+    shape = (cfg.widths(dataset.n_features, dataset.n_classes) if cfg.model == "mlp"
+             else _initialisation(cfg, dataset, 0))
+    size = cfg.s_size or _data.authors_s_size(shape, cfg.delta)
     n_val = len(dataset.y_val)
     if size > n_val:
         what = f"{cfg.label('s_size')} = {size}" if cfg.s_size else f"the authors' size of S ({size} points)"
@@ -96,6 +132,29 @@ def _s_size(cfg: ExperimentConfig, dataset) -> int:
             f"(at most {n_val})."
         )
     return size
+
+
+def _calibration_size(cfg: ExperimentConfig, dataset) -> int:
+    """Training points added to S by the refit methods (0 without one); refused if the split is smaller."""
+    needed = [m for m in cfg.methods + ([cfg.lottery_method] if cfg.lottery else []) if is_refit(m)]
+    if not needed:
+        return 0
+    n_train = len(dataset.y_train)
+    if cfg.calibration > n_train:
+        raise ValueError(
+            f"{cfg.label('calibration')}: the refit methods {needed} draw their extra calibration points from "
+            f"the training split, which has only {n_train} points ({dataset.describe()}), fewer than "
+            f"{cfg.calibration}; pass a smaller {cfg.label('calibration')} (at most {n_train}; 0 = S alone)."
+        )
+    return cfg.calibration
+
+
+def _calibration_points(dataset, n: int, seed: int):
+    """``n`` training points of ``seed`` (the same for every method and keep), or None for n = 0."""
+    if not n:
+        return None
+    index = _seq(seed, 8).choice(len(dataset.y_train), size=n, replace=False)
+    return dataset.X_train[np.sort(index)]
 
 
 class _Run:
@@ -110,6 +169,8 @@ class _Run:
         self.lottery_grid = cfg.lottery_grid()
         self.widths = cfg.widths(dataset.n_features, dataset.n_classes)
         self.s_size = _s_size(cfg, dataset)
+        self.n_calib = _calibration_size(cfg, dataset)
+        self.calib = {}
         # cached reference networks are checked before anything is written
         self.references = {seed: self.cached(self._reference_path(seed)) for seed in cfg.seeds
                            if self._reference_path(seed).exists()}
@@ -130,6 +191,7 @@ class _Run:
         run.grid, run.lottery_grid = cfg.keep_grid(), cfg.lottery_grid()
         run.widths = cfg.widths(dataset.n_features, dataset.n_classes)
         run.s_size, run.references = s_size, {}
+        run.n_calib, run.calib = _calibration_size(cfg, dataset), {}
         return run
 
     def is_done(self, mode, method, keep, seed) -> bool:
@@ -177,10 +239,10 @@ class _Run:
 
     # -- networks --
     def cached(self, path: Path):
-        return load_cached_network(path, self.widths, self.cfg.activation)
+        return _load_cached(self.cfg, self.ds, path)
 
     def initialisation(self, seed: int):
-        return _train.init_mlp(self.widths, self.cfg.activation, rng=_seq(seed, 0))
+        return _initialisation(self.cfg, self.ds, _seq(seed, 0))
 
     def _reference_path(self, seed: int) -> Path:
         return self.out / "networks" / f"dense-seed{seed}.npz"
@@ -226,7 +288,8 @@ class _Run:
         cfg = self.cfg
         t0 = time.perf_counter()
         res = prune_with(method, parent, X_S, y_S, keep, _seq(seed, 2, _method_id(method), k_index),
-                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay,
+                         calibration=self.calib.get(seed), lam=cfg.lam)
         prune_s = time.perf_counter() - t0
         pruned = res.network
         acc_pruned, recall = self.evaluate(pruned)
@@ -248,6 +311,7 @@ class _Run:
         cfg = self.cfg
         dense = self.reference(seed)
         X_S, y_S = self.draw_S(seed)
+        self.calib = {seed: _calibration_points(self.ds, self.n_calib, seed)}
         dense_acc = self.record_dense(seed, dense, len(X_S))
         for method in cfg.methods:
             if cfg.mode == "during":
@@ -317,7 +381,8 @@ class _Run:
         init = self.initialisation(seed)
         t0 = time.perf_counter()
         res = prune_with(method, dense, X_S, y_S, keep, _seq(seed, 2, _method_id(method), 1000 + k_index),
-                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay)
+                         delta=cfg.delta, C=cfg.C, weight_decay=cfg.weight_decay,
+                         calibration=self.calib.get(seed), lam=cfg.lam)
         prune_s = time.perf_counter() - t0
         sipp_masks = [w != 0 for w in res.network.weights]
         gen = _seq(seed, 5, k_index)
@@ -358,10 +423,12 @@ def reprune(config: ExperimentConfig, out_dir, method: str, keep: float, seed: i
     if not path.exists():
         raise ValueError(f"seed: {str(path)!r} does not exist; run the experiment for seed {seed} first.")
     ds = dataset if dataset is not None else _load_dataset(config)
-    dense = load_cached_network(path, config.widths(ds.n_features, ds.n_classes), config.activation)
+    dense = _load_cached(config, ds, path)
     X_S, y_S = _data.draw_S(ds, _s_size(config, ds), rng=_seq(seed, 4))
+    calibration = _calibration_points(ds, config.calibration if is_refit(method) else 0, seed)
     res = prune_with(method, dense, X_S, y_S, grid[matches[0]], _seq(seed, 2, _method_id(method), matches[0]),
-                     delta=config.delta, C=config.C, weight_decay=config.weight_decay)
+                     delta=config.delta, C=config.C, weight_decay=config.weight_decay,
+                     calibration=calibration, lam=config.lam)
     return res, X_S
 
 
@@ -409,6 +476,7 @@ def _run_experiment(config, out: Path, log, plots: bool, dask=None) -> Experimen
         where = check_dask(where)
     dataset = _load_dataset(config)
     _s_size(config, dataset)  # refuse an S larger than the data before writing anything
+    _calibration_size(config, dataset)
     prepare_out(out, config.to_dict())
     run = _Run(config, out, log, dataset)
     print(f"data {dataset.describe()}; mode {config.mode}; {len(config.methods)} methods x "
@@ -423,7 +491,7 @@ def _run_experiment(config, out: Path, log, plots: bool, dask=None) -> Experimen
             run_on_dask(run, client)
         return finish(run.rows, config, out, dataset.describe(), plots=plots)
     needed = set(config.methods) | ({config.lottery_method} if config.lottery else set())
-    _warm_up([m for m in METHODS if m in needed], log)
+    _warm_up([m for m in all_methods() if m in needed], log, config.model)
     for seed in config.seeds:
         run.run_seed(seed)
     return finish(run.rows, config, out, dataset.describe(), plots=plots)

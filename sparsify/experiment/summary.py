@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .config import METHODS
+from .refit import all_methods
 
 __all__ = [
     "TOLERANCES",
@@ -113,8 +113,8 @@ def format_layers(rows, mode: str, seed: int | None = None, keeps=None) -> str:
     if not sel:
         return ""
     seed = min(int(r["seed"]) for r in sel) if seed is None else seed
-    sel = sorted((r for r in sel if int(r["seed"]) == seed), key=lambda r: (-r["keep"], METHODS.index(r["method"])
-                                                                           if r["method"] in METHODS else 99))
+    order = {m: i for i, m in enumerate(all_methods())}
+    sel = sorted((r for r in sel if int(r["seed"]) == seed), key=lambda r: (-r["keep"], order.get(r["method"], 999)))
     totals = sel[0]["total_per_layer"]
     head = ["keep", "method"] + [f"layer {i} (of {t})" for i, t in enumerate(totals)] + ["sampled sides"]
     body = [[f"{r['keep']:.3g}", r["method"]] + [str(k) for k in r["kept_per_layer"]] + [str(r["sampled_sides"])]

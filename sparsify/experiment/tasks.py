@@ -25,7 +25,7 @@ import traceback
 
 from .._blas import single_threaded_blas
 from .results import cell_key, write_results_csv
-from .run import _Run, _warm_up
+from .run import _calibration_points, _Run, _warm_up
 
 __all__ = ["CellsFailed", "run_on_dask"]
 
@@ -61,6 +61,7 @@ def _unit(shared, dense, unit, done, plan):
         if isinstance(dense, tuple):  # the result of the seed's reference task
             dense = dense[0]
         X_S, y_S = run.draw_S(seed)
+        run.calib = {seed: _calibration_points(run.ds, run.n_calib, seed)}  # the refit methods' extra points
         dense_acc = run.evaluate(dense)[0]
         if kind == "cell":
             method, k_index = unit[2], unit[3]

@@ -40,6 +40,7 @@ __all__ = [
     "load",
     "network_to_arrays",
     "save",
+    "writer",
 ]
 
 #: file suffix -> module of this package that reads and writes it
@@ -116,3 +117,14 @@ def save(net, path):
     """Write ``net`` to ``path`` atomically; the suffix (``.npz``, ``.onnx``,
     ``.safetensors``) picks the format. Returns the path written."""
     return _format_module(path, "path").save(net, path)
+
+
+def writer(net, path, name: str = "out"):
+    """A ``write(fileobj)`` callable that writes ``net`` in the format of ``path``'s suffix,
+    for :func:`atomic_write_many` (several outputs, all or nothing). The bytes are built
+    here, so a network the format cannot hold is refused before anything is written.
+    With ``net=None`` only the suffix is checked (None is returned)."""
+    module = _format_module(path, name)
+    if net is None:
+        return None
+    return module.writer(net)

@@ -62,9 +62,14 @@ def network_to_arrays(net: Network) -> dict[str, np.ndarray]:
 def save(net: Network, path) -> Path:
     """Write ``net`` to ``path`` (a ``.npz`` file name: a new path or an existing
     regular file), atomically: on any failure nothing is written."""
-    arrays = network_to_arrays(net)
     path = check_path(path, "path")
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays), "path")
+    return atomic_write(path, writer(net), "path")
+
+
+def writer(net: Network):
+    """``write(fileobj)`` for :func:`sparsify.io.atomic_write_many`: ``net`` as sparsify's ``.npz``."""
+    arrays = network_to_arrays(net)
+    return lambda fh: np.savez(fh, **arrays)
 
 
 def _indexed(keys, patterns, source: str) -> dict[int, str]:

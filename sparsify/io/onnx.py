@@ -323,8 +323,13 @@ def network_to_model(net: Network):
 
 def save(net: Network, path) -> Path:
     """Write ``net`` to ``path`` as an ONNX model, atomically."""
+    return atomic_write(path, writer(net), "path")
+
+
+def writer(net: Network):
+    """``write(fileobj)`` for :func:`sparsify.io.atomic_write_many`: ``net`` as an ONNX model."""
     model = network_to_model(net)
     if model.ByteSize() >= 2**31:
         raise ValueError(f"net: the ONNX model would take {model.ByteSize()} bytes, over protobuf's 2 GiB limit.")
     data = model.SerializeToString()
-    return atomic_write(path, lambda fh: fh.write(data), "path")
+    return lambda fh: fh.write(data)

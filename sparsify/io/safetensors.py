@@ -321,7 +321,12 @@ def network_to_tensors(net: Network) -> tuple[dict[str, np.ndarray], dict[str, s
 
 def save(net: Network, path) -> Path:
     """Write ``net`` in the ``torch.nn.utils.prune`` convention, atomically."""
+    return atomic_write(path, writer(net), "path")
+
+
+def writer(net: Network):
+    """``write(fileobj)`` for :func:`sparsify.io.atomic_write_many`: ``net`` as safetensors."""
     st = _require()
     tensors, metadata = network_to_tensors(net)
     data = st.save(tensors, metadata=metadata)
-    return atomic_write(path, lambda fh: fh.write(data), "path")
+    return lambda fh: fh.write(data)

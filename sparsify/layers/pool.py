@@ -40,14 +40,13 @@ def _pool_output_shape(layer, in_shape, name):
 
 
 @dataclass(frozen=True, eq=False)
-class MaxPool2d:
-    """Maximum over each ``kernel_size`` window of each channel (padding never wins)."""
+class _Pool2d:
+    """What both pools share: the window, its validation and the output shape."""
 
     kernel_size: tuple
     stride: tuple | None = None
     padding: tuple = 0
 
-    kind = "maxpool2d"
     prunable = False
     dtype = None
 
@@ -55,42 +54,34 @@ class MaxPool2d:
         _check_pool(self)
 
     def output_shape(self, in_shape):
-        return _pool_output_shape(self, in_shape, "MaxPool2d")
+        return _pool_output_shape(self, in_shape, type(self).__name__)
+
+    def astype(self, dtype):
+        return self
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPool2d(_Pool2d):
+    """Maximum over each ``kernel_size`` window of each channel (padding never wins)."""
+
+    kind = "maxpool2d"
 
     def forward(self, a_prev: np.ndarray, matmul=None) -> np.ndarray:
         V = _patches.windows(a_prev, self.kernel_size, self.stride, self.padding, pad_value=-np.inf)
         return V.max(axis=(4, 5))
 
-    def astype(self, dtype) -> "MaxPool2d":
-        return self
-
 
 @dataclass(frozen=True, eq=False)
-class AvgPool2d:
+class AvgPool2d(_Pool2d):
     """Mean over each ``kernel_size`` window of each channel, padded zeros included
     (PyTorch's default ``count_include_pad=True``)."""
 
-    kernel_size: tuple
-    stride: tuple | None = None
-    padding: tuple = 0
-
     kind = "avgpool2d"
-    prunable = False
-    dtype = None
-
-    def __post_init__(self):
-        _check_pool(self)
-
-    def output_shape(self, in_shape):
-        return _pool_output_shape(self, in_shape, "AvgPool2d")
 
     def forward(self, a_prev: np.ndarray, matmul=None) -> np.ndarray:
         V = _patches.windows(a_prev, self.kernel_size, self.stride, self.padding, pad_value=0.0)
         total = V.sum(axis=(4, 5))
         return total / a_prev.dtype.type(self.kernel_size[0] * self.kernel_size[1])
-
-    def astype(self, dtype) -> "AvgPool2d":
-        return self
 
 
 @dataclass(frozen=True, eq=False)

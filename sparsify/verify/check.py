@@ -24,6 +24,13 @@ fraction of (sampled-or-not side, point) pairs that fail lies in [0, 1], is
 i.i.d. over seeds and has mean at most ``delta``; ``pair_verdict`` applies the
 same rule to its two-sided Hoeffding interval. ``holds`` in the result means no
 in-sample ``verdict`` or ``pair_verdict`` is ``"violated"``.
+
+Convolutions (docs/theory.md S15): the checks run over ``network.prunable_layers``
+(inside residual blocks too) on each layer's weight-matrix view, and a
+convolution's points are the (x, p) rows of its patch matrix. The checker holds
+the patch matrices of S and T in memory (it is a check for batches of moderate
+size; pruning itself streams them). The network-level propagation (S12) is
+computed for chains of dense layers only and reported as not applicable otherwise.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..bounds import DEFAULT_C, DEFAULT_DELTA
+from ..bounds import DEFAULT_C, DEFAULT_DELTA, patch_sizes
 from .._validation import check_choice, check_scalar
 from ..network import Network
 from ..prune import METHODS, prune
@@ -100,9 +107,31 @@ def output_error(z: np.ndarray, z_hat: np.ndarray) -> np.ndarray:
     return _relative(np.abs(np.asarray(z_hat, np.float64) - np.asarray(z, np.float64)), z)
 
 
-def _output_preactivation(network: Network, inputs: list) -> np.ndarray:
-    """The last layer's pre-activation from ``inputs = network.trace(X)``."""
-    return network.layers[-1].preactivation(inputs[-1])
+def _output_preactivation(network: Network, inputs: list, X) -> np.ndarray:
+    """The network's output pre-activation, flattened per point: the last layer's pre-activation
+    from ``inputs = network.trace(X)`` when the last layer has weights, else the output itself
+    (a network ending in a pool, a flatten or a residual block)."""
+    last = network.layers[-1]
+    out = last.preactivation(inputs[-1]) if last.prunable else network.forward(X)
+    return np.reshape(out, (out.shape[0], -1))
+
+
+def _is_chain(network: Network) -> bool:
+    """True for a plain chain of dense layers, where the network-level propagation applies."""
+    return all(layer.kind == "dense" for layer in network.layers)
+
+
+def _input_rows(network: Network, trace: list) -> list[np.ndarray]:
+    """Sign-split float64 input matrix of every prunable layer: a dense layer's inputs, a
+    convolution's patch matrix (one row per (point, patch) pair, docs/theory.md S15)."""
+    return [split_inputs(np.asarray(layer.input_matrix(a), np.float64))
+            for layer, a in zip(network.prunable_layers, trace)]
+
+
+#: why the network-level bounds are not computed for networks other than dense chains
+NOT_CHAIN = ("network-level propagation (docs/theory.md S12) covers chains of dense layers only; for networks with "
+             "convolutions, pooling or residual blocks only the measured output error is reported (the per-layer "
+             "checks above run per (point, patch) row)")
 
 
 class _SetStats:
@@ -189,29 +218,33 @@ def _check_points(network: Network, X, name: str) -> np.ndarray:
 def _context(network: Network, X_S: np.ndarray, X_T: np.ndarray) -> dict:
     """What every seed reads: one forward pass per batch (the side checks, the
     cancellation factors, the forward bound and the original output all use it)."""
+    layers_ = network.prunable_layers
+    batches = {"S": X_S, "T": X_T}
     traces = {"S": network.trace(X_S), "T": network.trace(X_T)}
+    views = [layer.weight_matrix for layer in layers_]  # a convolution's (c_out, c_in*kh*kw) view
     acts = network.activations
+    chain = _is_chain(network)
+    applicable = chain and all(a in RELATIVE_ERROR_ACTIVATIONS for a in acts[:-1])
     return dict(
-        network=network, X={"S": X_S, "T": X_T}, traces=traces, acts=acts,
-        A_split={name: [split_inputs(np.asarray(a, np.float64)) for a in tr] for name, tr in traces.items()},
-        nonempty=[np.stack([(layer.weight > 0).any(1), (layer.weight < 0).any(1)], 1) for layer in network.layers],
-        applicable=all(a in RELATIVE_ERROR_ACTIVATIONS for a in acts[:-1]),
-        forward_ok=all(a in LIPSCHITZ for a in acts),
-        z_orig={name: _output_preactivation(network, tr) for name, tr in traces.items()},
-        cancel={name: [cancellation(a, layer.weight, layer.bias) for a, layer in zip(tr, network.layers)]
-                for name, tr in traces.items()},
+        network=network, X=batches, traces=traces, acts=acts, chain=chain, views=views,
+        A_split={name: _input_rows(network, tr) for name, tr in traces.items()},
+        nonempty=[np.stack([(W > 0).any(1), (W < 0).any(1)], 1) for W in views],
+        applicable=applicable, forward_ok=chain and all(a in LIPSCHITZ for a in acts),
+        z_orig={name: _output_preactivation(network, tr, batches[name]) for name, tr in traces.items()},
+        cancel={name: [cancellation(a, layer.weight, layer.bias) for a, layer in zip(tr, layers_)]
+                for name, tr in traces.items()} if applicable else {},
     )
 
 
 def _seed_measurements(ctx: dict, opts: dict, seed: int) -> dict:
     """Prune with one seed and measure every side and the output on S and T (plain arrays)."""
-    network = ctx["network"]
+    network, eps = ctx["network"], opts["eps"]
     res = prune(network, ctx["X"]["S"], keep=opts["keep"], budget=opts["budget"], method=opts["method"],
-                allocation=opts["allocation"], rng=seed, delta=opts["delta"], C=opts["C"])
-    eps = opts["eps"]
+                allocation=opts["allocation"], rng=seed, delta=opts["delta"], C=opts["C"],
+                patch_reduction=opts["patch_reduction"])
     layers, eps_neuron = [], []
-    for k, (layer, tab) in enumerate(zip(network.layers, res.sides)):
-        W, W_hat = layer.weight, res.network.layers[k].weight
+    for k, tab in enumerate(res.sides):
+        W, W_hat = ctx["views"][k], res.network.prunable_layers[k].weight_matrix
         claimed = tab.eps if eps is None else np.full(tab.eps.shape, eps)
         nonempty = ctx["nonempty"][k]
         pruned = nonempty & ~tab.dead & (tab.kept < tab.nnz)
@@ -224,9 +257,9 @@ def _seed_measurements(ctx: dict, opts: dict, seed: int) -> dict:
     out = dict(layers=layers, measured={}, bound={}, forward={},
                report=dict(kept=[int(row["kept"]) for row in res.report.layers], allocation=res.report.allocation,
                            achieved=int(res.report.achieved), total=int(res.report.total)))
-    acts, biases = ctx["acts"], [layer.bias for layer in network.layers]
+    acts, biases = ctx["acts"], [layer.bias for layer in network.prunable_layers]
     for name, X in ctx["X"].items():
-        z_hat = _output_preactivation(res.network, res.network.trace(X))
+        z_hat = _output_preactivation(res.network, res.network.trace(X), X)
         out["measured"][name] = output_error(ctx["z_orig"][name], z_hat)
         if ctx["applicable"]:
             out["bound"][name] = np.asarray(propagate(eps_neuron, ctx["cancel"][name], activations=acts))
@@ -244,16 +277,16 @@ def _seed_task(shared, seed: int) -> dict:
 
 def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", allocation=None,
            seeds: int = 50, first_seed: int = 0, eps=None, delta: float = DEFAULT_DELTA,
-           C: float = DEFAULT_C, confidence: float = 0.95,
+           C: float = DEFAULT_C, confidence: float = 0.95, patch_reduction: str | None = None,
            progress: Callable[[int, int], None] | None = None, dask=None) -> dict:
     """Prune ``network`` with seeds ``first_seed, ..., first_seed + seeds - 1`` and check the bounds.
 
     Parameters
     ----------
     network : Network
-    X_S : array (n_S, n_in)
+    X_S : array (n_S, *input_shape)
         The batch S used for pruning (in-sample checks: no assumption).
-    X_T : array (n_T, n_in)
+    X_T : array (n_T, *input_shape)
         Held-out points (out-of-sample checks: rest on ``g(x) <= C s``).
     keep, budget, method, allocation, delta, C
         Passed to :func:`sparsify.prune`.
@@ -264,6 +297,12 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
         ``(0, EPS_MAX]``.
     confidence : float
         Level of the Clopper–Pearson intervals.
+    patch_reduction : "max" | "mean", optional
+        Passed to :func:`sparsify.prune` for convolutions. The per-side checks of a
+        convolution run per (point, patch) row of its patch matrix (docs/theory.md
+        S15); the bounds hold per row with ``"max"``, whereas ``"mean"`` (the default
+        of method "det") only bounds the mean over the patches of a point, so
+        per-row failures are expected with it.
     progress : callable(done, total), optional
         Called after each seed (with ``dask``: each finished seed).
     dask : None, "local", "local:N", "tcp://HOST:PORT" or a distributed.Client
@@ -289,20 +328,22 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
     confidence = check_scalar(confidence, "confidence", low=0.0, high=1.0, low_open=True, high_open=True)
     eps = check_scalar(eps, "eps", low=0.0, low_open=True, high=EPS_MAX, allow_none=True)
     rtol = CHECK_RTOL[network.dtype]
+
     if dask is not None:
         from ..distributed import check_dask
 
         check_dask(dask)  # refused before any work
-
     ctx = _context(network, X_S, X_T)
-    opts = dict(keep=keep, budget=budget, method=method, allocation=allocation, delta=delta, C=C, eps=eps, rtol=rtol)
-    nonempty, applicable, forward_ok = ctx["nonempty"], ctx["applicable"], ctx["forward_ok"]
+    opts = dict(keep=keep, budget=budget, method=method, allocation=allocation, delta=delta, C=C, eps=eps,
+                rtol=rtol, patch_reduction=patch_reduction)
+    layers_, nonempty = network.prunable_layers, ctx["nonempty"]
+    applicable, forward_ok, chain, acts = ctx["applicable"], ctx["forward_ok"], ctx["chain"], ctx["acts"]
     stats = {name: [_SetStats(a.shape[0]) for a in A] for name, A in ctx["A_split"].items()}
     net_measured = {"S": [], "T": []}
     net_bound = {"S": [], "T": []}
     net_forward = {"S": [], "T": []}
-    sampled_counts = np.zeros((seeds, len(network.layers)), np.int64)
-    eps_all = [[] for _ in network.layers]
+    sampled_counts = np.zeros((seeds, len(layers_)), np.int64)
+    eps_all = [[] for _ in layers_]
     seed_list = range(first_seed, first_seed + seeds)
     with ExitStack() as stack:
         if dask is None:  # one seed after the other, here
@@ -331,11 +372,12 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
             if progress is not None and dask is None:
                 progress(r + 1, seeds)
     report = out["report"]
-    acts = ctx["acts"]
 
     layers = []
-    for k, layer in enumerate(network.layers):
-        row = dict(layer=k, shape=f"{layer.n_out}x{layer.n_in}", activation=layer.activation,
+    sizes = patch_sizes(network)
+    for k, layer in enumerate(layers_):
+        row = dict(layer=k, shape="x".join(map(str, layer.weight.shape)), patches=int(sizes[k][0]),
+                   activation=layer.activation,
                    sides=int(nonempty[k].sum()), kept=int(report["kept"][k]), total=int(layer.weight.size),
                    sampled_sides_mean=float(sampled_counts[:, k].mean()),
                    eps_median=float(np.median(np.concatenate(eps_all[k]))) if sum(e.size for e in eps_all[k]) else 0.0)
@@ -346,13 +388,15 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
                quantity="output pre-activation: max over output neurons of |z_hat - z| / |z|, per point and seed")
     for name, key in (("S", "in_sample"), ("T", "out_of_sample")):
         net[key] = _network_summary(net_measured[name], {"product": net_bound[name], "forward": net_forward[name]})
-    if not applicable:
+    if not chain:
+        net["product_reason"] = net["forward_reason"] = NOT_CHAIN
+    elif not applicable:
         net["product_reason"] = (f"hidden activations {acts[:-1]} include one outside "
                                  f"{sorted(RELATIVE_ERROR_ACTIVATIONS)}")
     return dict(
         method=method, allocation=report["allocation"], keep=keep, budget=budget,
         kept=int(report["achieved"]), total=int(report["total"]), seeds=seeds, first_seed=int(first_seed),
-        delta=float(delta), C=float(C), eps=eps, confidence=float(confidence),
+        delta=float(delta), C=float(C), eps=eps, confidence=float(confidence), patch_reduction=patch_reduction,
         n_S=int(X_S.shape[0]), n_T=int(X_T.shape[0]), counting=COUNTING,
         layers=layers, network=net,
         holds=all("violated" not in (row["verdict"], row["pair_verdict"]) for row in layers),
@@ -363,7 +407,7 @@ def verify(network, X_S, X_T, *, keep=0.1, budget=None, method: str = "hybrid", 
 
 # --- sweep for the plot -------------------------------------------------------------
 def sweep(network, X_S, keeps: Sequence[float], methods: Sequence[str] = METHODS, *,
-          seed: int = 0, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C,
+          seed: int = 0, delta: float = DEFAULT_DELTA, C: float = DEFAULT_C, patch_reduction: str | None = None,
           progress: Callable[[int, int], None] | None = None, dask=None) -> dict:
     """Measured in-sample error and claimed bound per layer against kept weights, for each method.
 
@@ -377,8 +421,10 @@ def sweep(network, X_S, keeps: Sequence[float], methods: Sequence[str] = METHODS
         from ..distributed import check_dask
 
         check_dask(dask)
-    A_S = [split_inputs(np.asarray(a, np.float64)) for a in network.trace(X_S)]
-    shared = (network, X_S, A_S, dict(seed=seed, delta=delta, C=C, rtol=CHECK_RTOL[network.dtype]))
+    A_S = _input_rows(network, network.trace(X_S))
+    views = [layer.weight_matrix for layer in network.prunable_layers]
+    shared = (network, X_S, A_S, views, dict(seed=seed, delta=delta, C=C, rtol=CHECK_RTOL[network.dtype],
+                                            patch_reduction=patch_reduction))
     points = [(method, float(keep)) for method in methods for keep in keeps]
     rows = []
     with ExitStack() as stack:
@@ -396,24 +442,25 @@ def sweep(network, X_S, keeps: Sequence[float], methods: Sequence[str] = METHODS
     out = {}
     for m, method in enumerate(methods):
         block = rows[m * len(keeps):(m + 1) * len(keeps)]
-        out[method] = {key: np.array([row[key] for row in block]).reshape(len(keeps), len(network.layers))
+        out[method] = {key: np.array([row[key] for row in block]).reshape(len(keeps), len(views))
                        for key in ("kept", "bound", "measured")}
     return out
 
 
 def _sweep_point(shared, point) -> dict:
     """One pruning of :func:`sweep`: per layer the kept count, the median bound and the median error."""
-    network, X_S, A_S, opts = shared
+    network, X_S, A_S, views, opts = shared
     method, keep = point
-    n = len(network.layers)
+    n = len(views)
     kept, bnd, meas = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
-    res = prune(network, X_S, keep=keep, method=method, rng=opts["seed"], delta=opts["delta"], C=opts["C"])
-    for k, (layer, tab) in enumerate(zip(network.layers, res.sides)):
-        W_hat = res.network.layers[k].weight
+    res = prune(network, X_S, keep=keep, method=method, rng=opts["seed"], delta=opts["delta"], C=opts["C"],
+                patch_reduction=opts["patch_reduction"])
+    for k, tab in enumerate(res.sides):
+        W_hat = res.network.prunable_layers[k].weight_matrix
         kept[k] = np.count_nonzero(W_hat)
         pruned = (tab.nnz > 0) & ~tab.dead & (tab.kept < tab.nnz)
         if pruned.any():
-            _, errors, _ = side_check(A_S[k], layer.weight, W_hat, tab.eps, opts["rtol"])
+            _, errors, _ = side_check(A_S[k], views[k], W_hat, tab.eps, opts["rtol"])
             bnd[k] = np.median(tab.eps[pruned])
             meas[k] = np.median(errors[pruned])
     return dict(kept=kept, bound=bnd, measured=meas)

@@ -33,6 +33,11 @@ def _fmt(x, spec=".3g") -> str:
     return format(x, spec)
 
 
+def _shape(row: dict) -> str:
+    """``n_out x n_in`` of a dense layer; ``c_out x c_in x kh x kw`` and its patches P of a convolution."""
+    return row["shape"] + (f"/P{row['patches']}" if row["shape"].count("x") == 3 else "")
+
+
 def format_table(result: dict) -> str:
     """The human-readable summary of a :func:`~sparsify.verify.verify` result.
 
@@ -50,7 +55,7 @@ def format_table(result: dict) -> str:
         f"one trial = one seed, a layer fails if any side fails at any point; "
         f"CP = {100 * r['confidence']:g}% Clopper-Pearson interval",
     ]
-    head = (f"{'layer':>5} {'shape':>8} {'sampled':>7} {'eps med':>7} {'fail/seeds':>10} {'CP upper':>8} "
+    head = (f"{'layer':>5} {'shape':>12} {'sampled':>7} {'eps med':>7} {'fail/seeds':>10} {'CP upper':>8} "
             f"{'allowed':>8} {'pairs':>8} {'upper':>7} {'pair verdict':>17} {'err max':>7} {'bound/err':>9}  verdict")
     vacuous = False
     for title, key in (("in-sample (S, no assumption)", None), ("out-of-sample (T, assumes g(x) <= C s)", "out_of_sample")):
@@ -61,7 +66,7 @@ def format_table(result: dict) -> str:
             allowed = _fmt(st["allowed_rate"], ".2g") + ("*" if st["vacuous"] else "")
             eps = row["eps_median"] if r["eps"] is None else r["eps"]
             lines.append(
-                f"{row['layer']:>5} {row['shape']:>8} {row['sampled_sides_mean']:>7.1f} {_fmt(row['eps_median']):>7} "
+                f"{row['layer']:>5} {_shape(row):>12} {row['sampled_sides_mean']:>7.1f} {_fmt(row['eps_median']):>7} "
                 f"{str(st['failures']) + '/' + str(st['trials']):>10} {_fmt(st['failure_rate_upper'], '.2g'):>8} "
                 f"{allowed:>8} {_fmt(st['pair_failure_rate'], '.2g'):>8} "
                 f"{_fmt(st['pair_failure_rate_upper'], '.2g'):>7} {st['pair_verdict']:>17} "
@@ -89,6 +94,12 @@ def format_table(result: dict) -> str:
             parts.append(f"{label}: median {_fmt(b['bound_median'])} (finite at {100 * b['finite_fraction']:.0f}% "
                          f"of points, holds at {held}, bound/measured {_fmt(b['bound_over_measured'])})")
         lines.append("; ".join(parts))
+    if net.get("forward_reason"):
+        lines.append(f"  note: {net['forward_reason']}")
+    if any(row["shape"].count("x") == 3 for row in r["layers"]):
+        lines.append("convolutions: shape c_out x c_in x kh x kw / P patches per point; their points are the "
+                     "(point, patch) rows of the patch matrix (docs/theory.md S15), patch reduction "
+                     f"{r.get('patch_reduction') or 'the method default'}")
     lines.append("")
     lines.append("in-sample guarantees: " + ("hold (no layer violated)" if r["holds"] else "VIOLATED")
                  + "; out-of-sample: " + ("no violation" if r["holds_out_of_sample"] else "violated (the assumption g <= C s fails on T)"))
