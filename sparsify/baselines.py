@@ -43,7 +43,7 @@ from ._selection import select_layers
 from ._validation import check_choice, check_rng, check_scalar
 from .allocation import global_top_b
 from .network import Network
-from .sensitivity import is_one_array
+from ._streaming import is_one_array
 
 __all__ = ["METHODS", "baseline_masks", "magnitude_scores", "prune_baseline", "random_scores", "scores",
            "snip_scores", "split_budget", "undecayed_scores", "wanda_scores"]

@@ -105,7 +105,7 @@ def check_lam(lam):
 def calibration_blocks(network: Network, X_S, calibration=None) -> list[np.ndarray]:
     """The calibration points as a list of validated blocks: S (array, memory map or
     iterable of batches, read once) followed by the extra ``calibration`` points."""
-    from .sensitivity import _batches, _fixed_blocks
+    from ._streaming import _batches, _fixed_blocks
 
     blocks = list(_fixed_blocks(_batches(network, X_S, BLOCK_POINTS), BLOCK_POINTS)) if X_S is not None else []
     if calibration is not None:
