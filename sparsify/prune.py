@@ -18,7 +18,6 @@ import numpy as np
 
 from . import allocation as alloc
 from ._blas import single_threaded_blas
-from ._config import njit, prange  # noqa: F401
 from ._selection import select_layers
 from ._validation import check_choice, check_rng, check_scalar
 from .bounds import DEFAULT_C, DEFAULT_DELTA, alpha, eps_rand, hybrid_rule, patch_sizes

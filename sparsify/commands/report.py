@@ -1,7 +1,6 @@
 """``sparsify report RUN_DIR``: re-render a finished run's tables and plots from its files."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 

@@ -35,7 +35,7 @@ computed for chains of dense layers only and reported as not applicable otherwis
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
