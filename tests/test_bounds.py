@@ -203,7 +203,7 @@ def test_det_relative_error_checks_shapes():
 
 # --- hybrid rule -------------------------------------------------------------------
 @given(sst.side_sensitivities(n=(2, 40), sorted_desc=True), Cs, st.floats(1e-16, 0.5))
-def test_hybrid_samples_is_the_rule_of_item_9(s, C, delta):
+def test_hybrid_samples_is_the_rule_of_s9(s, C, delta):
     m = np.arange(0, s.size + 1)
     choice = bounds.hybrid_samples(s, m, C, delta)
     expected = bounds.eps_det(s, m, C) > bounds.eps_rand(m, s.sum(), C, delta)

@@ -131,7 +131,7 @@ def _check_hybrid_rule(net, res, C, delta):
 
 @given(sst.networks_with_inputs(n_layers=(1, 2), widths=(1, 4), n_in=(40, 120), n_points=(5, 20), zeros=False),
        st.floats(0.1, 0.7), st.sampled_from([0.05, 0.3]), st.integers(0, 10))
-def test_hybrid_choice_is_the_rule_of_item_9(pair, keep, delta, seed):
+def test_hybrid_choice_is_the_rule_of_s9(pair, keep, delta, seed):
     net, X = pair
     C = 1.0  # with a small C, a large delta and wide fan-in, sampling is often the better bound
     res = sparsify.prune(net, X, keep=keep, method="hybrid", rng=seed, delta=delta, C=C)

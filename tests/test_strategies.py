@@ -82,7 +82,7 @@ def test_side_sensitivities_are_realisable(s):
 
 
 @given(sst.networks_with_inputs(n_points=(1, 5)))
-def test_strategies_feed_the_exact_invariant_of_item_4(pair):
+def test_strategies_feed_the_exact_invariant_of_s4(pair):
     """Used as intended: on every live side, the relative importances sum to 1 at each point."""
     from sparsify import reference as ref
 
