@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._validation import check_scalar
 from ..allocation import ALLOCATIONS, DEFAULT_ALLOCATION
 from ..bounds import DEFAULT_C, DEFAULT_DELTA
 from ..prune import DEFAULT_METHOD, METHODS
@@ -108,6 +109,10 @@ def run(args) -> int:
     if args.format == "auto":
         writer(None, args.out, "--out")  # an unknown suffix is refused before the work
     check_outputs((args.out, "--out"), (args.json, "--json"), (args.masks, "--masks"))  # before the work
+    per_layer = isinstance(args.keep, list)
+    for k, value in enumerate(args.keep if per_layer else [args.keep]):  # before any file is read
+        if value is not None:
+            check_scalar(value, f"keep[{k}]" if per_layer else "keep", low=0.0, high=1.0, low_open=True)
     net = load_model(args)
     if args.format == "csr" and any(layer.kind != "dense" for layer in net.layers):
         from ..io.csr import network_to_csr_arrays
