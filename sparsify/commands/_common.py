@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -58,14 +59,34 @@ def load_points(path, name: str = "--data", input_shape=None) -> np.ndarray:
     return arr
 
 
-def check_outputs(*targets) -> None:
-    """Refuse unwritable output paths before any long computation: ``targets`` are
-    ``(path, flag)`` pairs, ``path`` None for an output not asked for."""
+def check_outputs(*targets, inputs=()) -> None:
+    """Refuse unwritable output paths before any long computation.
+
+    ``targets`` and ``inputs`` are ``(path, flag)`` pairs, ``path`` None for a file
+    not asked for. Two outputs naming one file, an output naming one of ``inputs``,
+    and a target that is not a regular file or a new path in an existing directory
+    are refused with a ValueError naming the flags.
+    """
     from ..io._atomic import check_target
 
+    def same(a, b) -> bool:
+        return os.path.realpath(os.path.expanduser(str(a))) == os.path.realpath(os.path.expanduser(str(b)))
+
+    seen = []
     for path, flag in targets:
-        if path is not None:
-            check_target(path, flag)
+        if path is None:
+            continue
+        for other, other_flag in seen:
+            if same(path, other):
+                raise ValueError(f"{other_flag} and {flag} name the same file {str(path)!r}; give each output "
+                                 "its own path.")
+        for in_path, in_flag in inputs:
+            if in_path is not None and same(path, in_path):
+                raise ValueError(f"{flag}: {str(path)!r} is the {in_flag} file; writing it would overwrite the "
+                                 "input, choose another path.")
+        seen.append((path, flag))
+    for path, flag in seen:
+        check_target(path, flag)
 
 
 def json_writer(obj):

@@ -105,10 +105,9 @@ def run(args) -> int:
     from ..io import atomic_write_many, writer
     from ..prune import prune
 
-    _check_distinct_paths(args)
+    check_outputs((args.out, "--out"), (args.json, "--json"), (args.masks, "--masks"))  # before the work
     if args.format == "auto":
         writer(None, args.out, "--out")  # an unknown suffix is refused before the work
-    check_outputs((args.out, "--out"), (args.json, "--json"), (args.masks, "--masks"))  # before the work
     per_layer = isinstance(args.keep, list)
     for k, value in enumerate(args.keep if per_layer else [args.keep]):  # before any file is read
         if value is not None:
@@ -153,19 +152,3 @@ def run(args) -> int:
         print(res.report.format_table())
         print("wrote " + ", ".join(str(path) for path, _, _ in outputs))
     return 0
-
-
-def _check_distinct_paths(args) -> None:
-    """Refuse two outputs naming the same file (one would silently replace the other)."""
-    import os
-
-    seen = {}
-    for flag in ("--out", "--json", "--masks"):
-        path = getattr(args, flag.lstrip("-"))
-        if path is None:
-            continue
-        key = os.path.realpath(os.path.expanduser(str(path)))
-        if key in seen:
-            raise ValueError(f"{flag}: names the same file as {seen[key]} ({str(path)!r}); give each output its "
-                             "own path.")
-        seen[key] = flag

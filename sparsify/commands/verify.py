@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .._validation import check_scalar
 from ..allocation import ALLOCATIONS
@@ -119,21 +118,6 @@ def _check_numbers(args) -> None:
     check_scalar(args.confidence, "--confidence", low=0.0, high=1.0, low_open=True, high_open=True)
 
 
-def _check_outputs(args) -> None:
-    """Output paths: distinct, not an input file, in an existing directory."""
-    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--plot", args.plot)) if path]
-    inputs = [("MODEL", args.model), ("--data", args.data), ("--test", args.test)]
-    if len(outputs) == 2 and Path(args.json).resolve() == Path(args.plot).resolve():
-        raise ValueError(f"--json and --plot name the same file {args.json!r}; give each its own path.")
-    for flag, path in outputs:
-        for in_flag, in_path in inputs:
-            if Path(path).resolve() == Path(in_path).resolve():
-                raise ValueError(f"{flag}: {path!r} is the {in_flag} file; writing it would overwrite the input, "
-                                 "choose another path.")
-        if not Path(path).resolve().parent.is_dir():
-            raise ValueError(f"{flag}: directory {str(Path(path).parent)!r} does not exist; create it first.")
-
-
 def run(args) -> int:
     from ..distributed import check_dask, connect
     from ..io import atomic_write_many
@@ -141,7 +125,8 @@ def run(args) -> int:
 
     # everything that can be refused is refused here, before the long run
     _check_numbers(args)
-    _check_outputs(args)
+    check_outputs((args.json, "--json"), (args.plot, "--plot"),
+                  inputs=((args.model, "MODEL"), (args.data, "--data"), (args.test, "--test")))
     where = None if args.dask is None else check_dask(args.dask)
     if args.plot:
         try:
@@ -149,7 +134,6 @@ def run(args) -> int:
         except ImportError:
             raise ImportError("--plot needs matplotlib, which is in the 'plot' extra: "
                               "pip install 'sparsify[plot]'.") from None
-    check_outputs((args.json, "--json"), (args.plot, "--plot"))  # regular files or new paths only
     net = load_model(args)
     X_S = load_points(args.data, "--data", net.input_shape)
     X_T = load_points(args.test, "--test", net.input_shape)
