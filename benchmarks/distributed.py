@@ -10,10 +10,11 @@ Run as ``python -m benchmarks.distributed`` (or ``python -m benchmarks --distrib
    Both results are compared byte for byte. The in-memory step is also timed
    on one Numba thread: on a loaded machine a parallel region waits for its
    slowest thread, and one descheduled thread stalls all of them.
-2. An experiment sweep (every cell a task) serially and on the same N workers;
-   the ratio serial / distributed, with and without the cluster's start-up
-   (both sides warmed first by a one-seed run, so no side pays for compilation).
-   The rows are compared with the serial run's (without the measured seconds).
+2. An experiment sweep (every cell a task) serially (no cluster alive) and on a
+   fresh LocalCluster of N workers, the two alternating ``--repeats`` times; the ratio of the medians serial /
+   distributed, with and without the cluster's start-up (both sides warmed
+   first by a one-seed run, so no side pays for compilation). The rows are
+   compared with the serial run's (without the measured seconds).
 
 Every timed call follows an untimed warm-up (JIT compilation and cache loading
 excluded). The load average is printed: on a shared machine the ratios are only
@@ -83,7 +84,7 @@ def _sweep_config(quick: bool):
         keeps=[0.5, 0.2, 0.1] if quick else [0.5, 0.3, 0.2, 0.1], seeds=[0, 1], s_size=64, lottery=False))
 
 
-def bench_sweep(n_workers: int, quick: bool) -> dict:
+def bench_sweep(n_workers: int, quick: bool, repeats: int) -> dict:
     from distributed import Client
 
     from sparsify import experiment as E
@@ -91,28 +92,37 @@ def bench_sweep(n_workers: int, quick: bool) -> dict:
 
     cfg = _sweep_config(quick)
     warm = E.ExperimentConfig.from_dict({**cfg.to_dict(), "seeds": [99], "epochs": 1, "retrain_epochs": 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        # warm the kernels (here, then on the workers) so that no run is charged for compilation
-        E.run_experiment(warm, Path(tmp) / "warm", log=io.StringIO(), plots=False)
-        t0 = time.perf_counter()
-        serial = E.run_experiment(cfg, Path(tmp) / "serial", log=io.StringIO(), plots=False)
-        t_serial = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with local_cluster(n_workers, dashboard_address=":0") as cluster, \
-                Client(cluster, set_as_default=False) as client:
-            t_start = time.perf_counter() - t0
-            E.run_experiment(warm, Path(tmp) / "warm-dask", log=io.StringIO(), plots=False, dask=client)
-            t1 = time.perf_counter()
-            dist = E.run_experiment(cfg, Path(tmp) / "dask", log=io.StringIO(), plots=False, dask=client)
-            t_dask = time.perf_counter() - t1
-        t_total = time.perf_counter() - t0
+    t_serial, t_dask, same = [], [], []
 
     def strip(rows):
         return [{k: repr(v) for k, v in r.items() if not k.endswith("seconds")} for r in rows]
 
-    return dict(cells=len(serial.rows), serial_s=t_serial, cluster_start_s=t_start, dask_s=t_dask,
-                dask_with_start_s=t_total, ratio=t_serial / t_dask, ratio_with_start=t_serial / t_total,
-                identical_rows=strip(serial.rows) == strip(dist.rows))
+    t_start, t_warm = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        # warm the kernels here so that no run is charged for compilation
+        E.run_experiment(warm, Path(tmp) / "warm", log=io.StringIO(), plots=False)
+        # serial and distributed runs alternate, so that a slow spell of a shared machine falls
+        # on both sides rather than on one; the serial runs go without a cluster alive (an idle
+        # local cluster measured 15% slower serial runs: its scheduler and workers wake up often)
+        for r in range(repeats):
+            t1 = time.perf_counter()
+            serial = E.run_experiment(cfg, Path(tmp) / f"serial{r}", log=io.StringIO(), plots=False)
+            t_serial.append(time.perf_counter() - t1)
+            t0 = time.perf_counter()
+            with local_cluster(n_workers, dashboard_address=":0") as cluster, \
+                    Client(cluster, set_as_default=False) as client:
+                t_start.append(time.perf_counter() - t0)
+                E.run_experiment(warm, Path(tmp) / f"warm-dask{r}", log=io.StringIO(), plots=False, dask=client)
+                t_warm.append(time.perf_counter() - t0)
+                t1 = time.perf_counter()
+                dist = E.run_experiment(cfg, Path(tmp) / f"dask{r}", log=io.StringIO(), plots=False, dask=client)
+                t_dask.append(time.perf_counter() - t1)
+            same.append(strip(serial.rows) == strip(dist.rows))
+    ratios = [a / b for a, b in zip(t_serial, t_dask)]
+    return dict(cells=len(serial.rows), serial_s=t_serial, cluster_start_s=t_start, warm_up_s=t_warm, dask_s=t_dask,
+                ratios=ratios, ratio=float(np.median(t_serial) / np.median(t_dask)),
+                ratio_with_start=float(np.median(t_serial) / (np.median(t_dask) + np.median(t_warm))),
+                identical_rows=all(same))
 
 
 def report(res: dict) -> str:
@@ -125,9 +135,12 @@ def report(res: dict) -> str:
         f"{np.median(s['in_memory_s']):.2f} s (1 thread: {np.median(s['in_memory_one_thread_s']):.2f} s); "
         f"on {res['workers']} workers median {np.median(s['dask_s']):.2f} s; ratio {s['ratio']:.2f}x; "
         f"bit-identical: {s['identical']}",
-        f"experiment sweep, {w['cells']} cells: serial {w['serial_s']:.1f} s; on {res['workers']} workers "
-        f"{w['dask_s']:.1f} s (+{w['cluster_start_s']:.1f} s cluster start-up): "
-        f"{w['ratio']:.2f}x ({w['ratio_with_start']:.2f}x counting the start-up and the warm-up run; "
+        f"experiment sweep, {w['cells']} cells, {len(w['ratios'])} alternating repeats: serial median "
+        f"{np.median(w['serial_s']):.2f} s; on {res['workers']} workers median {np.median(w['dask_s']):.2f} s "
+        f"(+{np.median(w['cluster_start_s']):.1f} s cluster start-up, {np.median(w['warm_up_s']):.1f} s with the "
+        f"warm-up run): "
+        f"{w['ratio']:.2f}x (per repeat {', '.join(f'{r:.2f}' for r in w['ratios'])}; "
+        f"{w['ratio_with_start']:.2f}x counting the start-up and warm-up; "
         f"target >= 1.6x on 2 free cores); same rows: {w['identical_rows']}",
     ]
     return "\n".join(lines)
@@ -137,7 +150,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.distributed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50,000 points and a smaller sweep")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the sensitivity (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the sensitivity and of the sweep (default 3)")
     parser.add_argument("--json", metavar="OUT", help="also write all numbers to this JSON file")
     args = parser.parse_args(argv)
     from distributed import Client
@@ -149,7 +162,7 @@ def main(argv=None) -> int:
     with local_cluster(args.workers, dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as client:
         res["sensitivity"] = bench_sensitivity(client, 50_000 if args.quick else 200_000, args.repeats)
-    res["sweep"] = bench_sweep(args.workers, args.quick)
+    res["sweep"] = bench_sweep(args.workers, args.quick, args.repeats)
     res["load_end"] = [round(v, 1) for v in os.getloadavg()]
     print(report(res))
     if args.json:

@@ -325,6 +325,23 @@ def _exit_once(block, marker):
     os._exit(1)
 
 
+def test_references_are_spread_and_cells_placed_by_load(client, tmp_path):
+    # Each seed's reference goes to its own worker and the seed's cells are not queued next to the
+    # one copy of its network: with 2 seeds on 2 workers both workers train a reference and both
+    # run cells.
+    from sparsify import experiment as E
+
+    cfg = _experiment_config(lottery=False, seeds=[0, 1], hidden=[64], epochs=20)
+    with distributed.get_task_stream(client) as ts:
+        E.run_experiment(cfg, tmp_path, log=io.StringIO(), plots=False, dask=client)
+    where = {}
+    for task in ts.data:
+        kind = task["key"].split("-")[2]
+        where.setdefault(kind, []).append(task["worker"])
+    assert len(where["reference"]) == 2 and len(set(where["reference"])) == 2
+    assert len(set(where["cell"])) == 2
+
+
 def test_a_worker_dying_mid_task_is_retried(client, tmp_path):
     """Last in the module: the nanny restarts the dead worker; the task runs again elsewhere."""
     net = sp.random_mlp([8, 12, 3], rng=2)
@@ -334,3 +351,13 @@ def test_a_worker_dying_mid_task_is_retried(client, tmp_path):
     got = sp.sensitivity(net, Xd, chunk_size=64, dask=client)
     assert (tmp_path / "died").exists()  # a worker did die
     _bits_equal(got, sp.sensitivity(net, X, chunk_size=64))
+
+
+def test_local_clusters_run_without_the_workers_profiler_even_after_a_restart(client):
+    # The statistical profiler samples every thread's stack each 10 ms, holding the GIL. This runs
+    # after a worker was killed and restarted by its nanny (the test above), which must keep it off.
+    import dask
+
+    client.wait_for_workers(2, timeout=60)
+    enabled = client.run(dask.config.get, "distributed.worker.profile.enabled")
+    assert len(enabled) == 2 and set(enabled.values()) == {False}

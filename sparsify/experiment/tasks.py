@@ -4,8 +4,12 @@ Units of work, each one task: the training of a seed's reference network; a
 cell ``(method, keep, seed)`` of the oneshot and retrain modes; the whole
 prune–retrain cascade of ``(method, seed)`` in iterative mode (its steps depend
 on each other); the lottery panel at one kept fraction (its two cells share one
-pruning). The cells of a seed take its reference network as a task input, so
-they start as soon as it is trained (or, cached in ``networks/``, at once).
+pruning). The references are spread over the workers; when one is trained (or,
+cached in ``networks/``, at once) the client records its row and sends it to
+every worker, and the seed's cells are submitted with it and its accuracy. A
+copy on every worker lets the scheduler place cells by load: with the one copy
+on the worker that trained it, the cells queued there while the other workers
+waited.
 
 The client records every finished row in ``results.csv`` through the same
 :meth:`_Run.record` as a serial run (the same progress line, the same resume),
@@ -44,13 +48,16 @@ def _warm_worker(methods) -> None:
         pass
 
 
-def _unit(shared, dense, unit, done, plan):
+def _unit(shared, dense, dense_acc, unit, done, plan):
     """Run one unit on a worker; returns ``(rows, network)`` (network: the cascade's last step,
-    else None), or for a reference ``(network, seconds)``."""
+    else None), or for a reference ``(network, seconds)``. ``dense`` is the seed's reference
+    network and ``dense_acc`` its test accuracy (as the client recorded it); both None for a
+    reference unit."""
     from ..distributed import limited_threads, settled
 
     cfg, dataset, s_size = settled(shared, cache=True)
-    dense, unit = settled(dense), settled(unit)  # arrays in memory of their own (see settled)
+    dense = None if dense is None else settled(dense, cache=True)
+    unit = settled(unit)  # arrays in memory of their own (see settled)
     run = _Run.detached(cfg, dataset, s_size, done)
     kind, seed = unit[0], unit[1]
     with limited_threads(plan), single_threaded_blas():
@@ -58,11 +65,8 @@ def _unit(shared, dense, unit, done, plan):
             t0 = time.perf_counter()
             net = run.train_reference(seed)
             return net, time.perf_counter() - t0
-        if isinstance(dense, tuple):  # the result of the seed's reference task
-            dense = dense[0]
         X_S, y_S = run.draw_S(seed)
         run.calib = {seed: _calibration_points(run.ds, run.n_calib, seed)}  # the refit methods' extra points
-        dense_acc = run.evaluate(dense)[0]
         if kind == "cell":
             method, k_index = unit[2], unit[3]
             row, _, _ = run.prune_cell(cfg.mode, method, run.grid[k_index], seed, dense, dense_acc, X_S, y_S,
@@ -141,45 +145,55 @@ def run_on_dask(run: _Run, client) -> None:
     shared = client.scatter((cfg, run.ds, run.s_size), broadcast=True, hash=False)  # the data travels once
     tag = os.urandom(4).hex()
     done = frozenset(run.done)
-    futures, units, refs = {}, {}, {}
+    futures, units = {}, {}
+    pending = as_completed([], loop=client.loop)
+    workers = sorted(plan)
 
-    def submit(unit, dense):
-        fut = client.submit(_unit, shared, dense, unit, done, plan, pure=False,
-                            key=f"sparsify-experiment-{unit[0]}-{len(futures)}-{tag}")
+    def submit(unit, dense=None, dense_acc=None, **where):
+        fut = client.submit(_unit, shared, dense, dense_acc, unit, done, plan, pure=False,
+                            key=f"sparsify-experiment-{unit[0]}-{len(futures)}-{tag}", **where)
         futures[fut.key], units[fut.key] = fut, unit
-        return fut
+        pending.add(fut)
 
-    for seed in cfg.seeds:
-        if seed in run.references:  # cached in networks/: the dense row now, the network to the workers
-            dense = run.references.pop(seed)
-            run.record_dense(seed, dense, run.s_size)
-            refs[seed] = client.scatter(dense, hash=False)
-        else:
-            refs[seed] = submit(("reference", seed), None)
+    def submit_cells(seed, dense):
+        # The client knows the network: record its row, send it to every worker once (so that
+        # the scheduler places the seed's cells by load, not next to one copy), and pass its
+        # accuracy along instead of measuring it again in every cell.
+        dense_acc = run.record_dense(seed, dense, run.s_size)
+        shared_dense = client.scatter(dense, broadcast=True, hash=False)
         for unit in _units(run, seed):
-            submit(unit, refs[seed])
+            submit(unit, shared_dense, dense_acc)
+
+    for i, seed in enumerate(cfg.seeds):
+        if seed in run.references:  # cached in networks/
+            submit_cells(seed, run.references.pop(seed))
+        else:  # the references go round the workers (a hint: a busy worker's share is taken by others)
+            submit(("reference", seed), workers=[workers[i % len(workers)]] if workers else None,
+                   allow_other_workers=True)
 
     failures = []
     try:
-        for fut in as_completed(list(futures.values()), loop=client.loop):
+        for fut in pending:
             unit = units[fut.key]
             if fut.status == "error":
                 exc, tb = fut.exception(), fut.traceback()
                 text = "".join(traceback.format_exception(type(exc), exc, tb)) if tb is not None else repr(exc)
                 failures.append(_describe(run, unit))
+                if unit[0] == "reference":
+                    failures.append(f"every cell of seed {unit[1]} (they need its reference network)")
                 print(f"FAILED: {_describe(run, unit)} on a worker:\n{text}", file=log, flush=True)
                 continue
             rows, net = fut.result()
+            fut.release()
             if unit[0] == "reference":
                 dense, seconds = rows, net
                 run.save_reference(unit[1], dense, seconds)
-                run.record_dense(unit[1], dense, run.s_size)
-                continue  # the seed's cells hold their own reference to it
+                submit_cells(unit[1], dense)
+                continue
             for row in rows:
                 run.record(row)
             if unit[0] == "chain":
                 _save_chain_end(run, unit[2], unit[1], net)
-            fut.release()
     finally:
         client.cancel([f for f in futures.values() if not f.done()])
     order = serial_order(run)
