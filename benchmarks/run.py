@@ -114,8 +114,18 @@ def _choices() -> dict:
     from sparsify.sensitivity import DEFAULT_TILES, Z_ROWS_PER_PART
 
     vb = _config.vector_bytes()
+    override = os.environ.get(_config.SERIAL_WORK_ENV, "").strip().lower() not in ("", "auto")
+    if override:
+        serial = {"source": f"{_config.SERIAL_WORK_ENV}={os.environ[_config.SERIAL_WORK_ENV]}"}
+    else:
+        from sparsify._calibrate import calibrate
+
+        cal = calibrate()
+        serial = {"source": f"calibrated {cal.get('date', '?')} in {cal.get('seconds', '?')} s, cached in {cal['path']}",
+                  "measured": cal["measured"]}
+    serial["float64"], serial["float32"] = _config.serial_work(np.float64), _config.serial_work(np.float32)
     return {"vector_bits": 8 * vb, "register_tile": list(_maxtimes.REGISTER_TILES[vb]),
-            "vector_bits_env": os.environ.get(_config.VECTOR_BITS_ENV), "serial_work": _config.serial_work(),
+            "vector_bits_env": os.environ.get(_config.VECTOR_BITS_ENV), "serial_work": serial,
             "cache_tiles": DEFAULT_TILES, "z_rows_per_part": Z_ROWS_PER_PART,
             "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}}
 
@@ -528,10 +538,12 @@ def report(results: dict) -> str:
         "blas kernels in use (threadpoolctl): " + "; ".join(
             f"{b.get('file')} {b.get('version')} kernel {b.get('kernel')} threads {b.get('threads')}"
             for b in env["blas_kernels"]),
-        "choices: max-times vectors {vector_bits} bits (override {ov}), register tile {rt}, serial below {sw:,} "
-        "multiply-adds, cache tiles {ct}, Z row blocks <= {zr}; OPENBLAS_* env {oe}".format(
+        "choices: max-times vectors {vector_bits} bits (override {ov}), register tile {rt}, serial below {sw}, "
+        "cache tiles {ct}, Z row blocks <= {zr}; OPENBLAS_* env {oe}".format(
             vector_bits=env["choices"]["vector_bits"], ov=env["choices"]["vector_bits_env"],
-            rt="x".join(map(str, env["choices"]["register_tile"])), sw=env["choices"]["serial_work"],
+            rt="x".join(map(str, env["choices"]["register_tile"])), sw="{:,} (float64) / {:,} (float32) multiply-adds ({})".format(
+                env["choices"]["serial_work"]["float64"], env["choices"]["serial_work"]["float32"],
+                env["choices"]["serial_work"]["source"]),
             ct=env["choices"]["cache_tiles"], zr=env["choices"]["z_rows_per_part"],
             oe=env["choices"]["openblas_env"] or "none"),
         f"load average at start {env['loadavg_start'][0]:.2f}, at end {env['loadavg_end'][0]:.2f} "

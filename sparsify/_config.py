@@ -96,35 +96,51 @@ def vector_bytes() -> int:
 
 
 #: a step of the sensitivity computation whose work (multiply-adds, or weights times
-#: POINT_MULTIPLE for a pass over the weights) is below this runs on the calling
+#: POINT_MULTIPLE for a pass over the weights) is below a threshold runs on the calling
 #: thread only: starting Numba's thread pool, and waiting at each parallel region
-#: for a worker the OS has not scheduled yet, costs more than the work. Override with
-#: the environment variable SPARSIFY_SERIAL_WORK (0: always parallel).
+#: for a worker the OS has not scheduled yet, costs more than the work. The threshold
+#: is calibrated once per machine (sparsify._calibrate, cached); the environment
+#: variable SPARSIFY_SERIAL_WORK overrides it (an integer, 0: always parallel; "auto"
+#: or unset: calibrated).
 SERIAL_WORK_ENV = "SPARSIFY_SERIAL_WORK"
+#: the threshold where nothing is measured: Numba's JIT disabled (the kernels are their
+#: Python twins, whose speed says nothing) or a single thread (nothing to choose)
 SERIAL_WORK = 1_000_000
 
+_serial_work_cache: dict = {}
+_calibrating = False  # set while sparsify._calibrate measures: the probes set their threads themselves
 
-def serial_work() -> int:
-    """:data:`SERIAL_WORK`, or the value of ``SPARSIFY_SERIAL_WORK`` when set."""
-    raw = os.environ.get(SERIAL_WORK_ENV, "").strip()
-    if not raw:
+
+def serial_work(dtype=np.float64) -> int:
+    """The serial threshold for blocks of ``dtype``: ``SPARSIFY_SERIAL_WORK`` when set,
+    else this machine's calibration (measured at first use, then read from its cache)."""
+    if _calibrating:
+        return 0
+    raw = os.environ.get(SERIAL_WORK_ENV, "").strip().lower()
+    if raw not in ("", "auto"):
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ValueError(f"{SERIAL_WORK_ENV}: expected a nonnegative integer (multiply-adds) or auto, got "
+                             f"{raw!r}; unset it for this machine's calibrated threshold.")
+        return value
+    if numba.config.DISABLE_JIT or numba.config.NUMBA_NUM_THREADS <= 1:
         return SERIAL_WORK
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{SERIAL_WORK_ENV}: expected a nonnegative integer (multiply-adds), got {raw!r}; "
-                         f"unset it for the default {SERIAL_WORK}.")
-    return value
+    if "threshold" not in _serial_work_cache:
+        from ._calibrate import calibrate
+
+        _serial_work_cache["threshold"] = calibrate()["threshold"]
+    return _serial_work_cache["threshold"].get(np.dtype(dtype).name, SERIAL_WORK)
 
 
 @contextmanager
-def serial_below(work: int):
+def serial_below(work: int, dtype=np.float64):
     """Run the parallel kernels of the block on one thread when ``work`` is below
-    :func:`serial_work` (``numba.set_num_threads(1)``, restored on exit). The results
-    are the same bits: no kernel's result depends on the thread count."""
-    if work >= serial_work():
+    :func:`serial_work` of ``dtype`` (``numba.set_num_threads(1)``, restored on exit). The
+    results are the same bits: no kernel's result depends on the thread count."""
+    if work >= serial_work(dtype):
         yield
         return
     before = numba.get_num_threads()

@@ -160,7 +160,7 @@ class _LayerMaxima:
         self.n_in = _round_up(n_in, TILE_J)
         # rows W+_i, W-_i interleaved, padded to 2 self.n_out rows and self.n_in columns
         self.stacked = np.empty((2 * self.n_out, self.n_in), dtype=W.dtype)
-        with serial_below(self.stacked.size * POINT_MULTIPLE):  # small layers: on this thread
+        with serial_below(self.stacked.size * POINT_MULTIPLE, W.dtype):  # small layers: on this thread
             stack_sides(self.W, self.W, self.stacked)
         self.R = np.zeros((self.n_out, self.n_in), dtype=W.dtype)
         self.tiles = {"tile_i": _round_up(tiles["tile_i"], TILE_I), "tile_j": _round_up(tiles["tile_j"], TILE_J),
@@ -193,7 +193,7 @@ class _LayerMaxima:
         """
         if A.shape[0] == 0:
             return
-        with serial_below(A.shape[0] * self.R.size):  # small blocks: on this thread, same bits
+        with serial_below(A.shape[0] * self.R.size, self.R.dtype):  # small blocks: on this thread, same bits
             if A.min() < 0:
                 self._update_part(A, +1, keep)
                 self._update_part(A, -1, keep)
@@ -216,7 +216,7 @@ class _LayerMaxima:
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
         s = np.empty_like(self.W)
-        with serial_below(self.R.size * POINT_MULTIPLE):
+        with serial_below(self.R.size * POINT_MULTIPLE, self.R.dtype):
             _finish(self.W, self.R, s)
         return s
 
