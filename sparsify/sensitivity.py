@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _blas
+from . import _blas, _scratch
 from ._blas import row_block, row_parts, single_threaded_blas
 from ._config import njit, prange, serial_below
 from ._maxtimes import POINT_MULTIPLE, TILE_I, TILE_J
@@ -159,10 +159,13 @@ class _LayerMaxima:
         self.n_out = _round_up(n_out, TILE_I)
         self.n_in = _round_up(n_in, TILE_J)
         # rows W+_i, W-_i interleaved, padded to 2 self.n_out rows and self.n_in columns
-        self.stacked = np.empty((2 * self.n_out, self.n_in), dtype=W.dtype)
+        # working arrays from this thread's scratch pool (pages already mapped; see _scratch),
+        # returned to it by result()
+        self.stacked = _scratch.take((2 * self.n_out, self.n_in), W.dtype)
         with serial_below(self.stacked.size * POINT_MULTIPLE, W.dtype):  # small layers: on this thread
             stack_sides(self.W, self.W, self.stacked)
-        self.R = np.zeros((self.n_out, self.n_in), dtype=W.dtype)
+        self.R = _scratch.take((self.n_out, self.n_in), W.dtype)
+        self.R.fill(0)
         self.tiles = {"tile_i": _round_up(tiles["tile_i"], TILE_I), "tile_j": _round_up(tiles["tile_j"], TILE_J),
                       "tile_x": _round_up(tiles["tile_x"], POINT_MULTIPLE)}
         self._pad = _ROW_PAD_BYTES // W.dtype.itemsize
@@ -175,7 +178,7 @@ class _LayerMaxima:
         P = _round_up(n_points, POINT_MULTIPLE) + self._pad
         if P not in self._buffers:
             dt = self.W.dtype
-            self._buffers[P] = (np.empty((self.n_in, P), dtype=dt), np.empty((2 * self.n_out, P), dtype=dt))
+            self._buffers[P] = (_scratch.take((self.n_in, P), dt), _scratch.take((2 * self.n_out, P), dt))
         return self._buffers[P]
 
     def update(self, A: np.ndarray, keep: int = 0) -> None:
@@ -215,9 +218,14 @@ class _LayerMaxima:
 
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""
+        if self.R is None:
+            raise RuntimeError("result() was already called: the working arrays went back to the scratch pool.")
         s = np.empty_like(self.W)
         with serial_below(self.R.size * POINT_MULTIPLE, self.R.dtype):
             _finish(self.W, self.R, s)
+        _scratch.give_back(self.stacked, self.R, *(a for pair in self._buffers.values() for a in pair))
+        self.stacked = self.R = None
+        self._buffers = {}
         return s
 
 
