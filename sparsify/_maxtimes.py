@@ -223,10 +223,9 @@ _I64, _J64 = REGISTER_TILES[64]
 
 
 @njit(parallel=True)
-def _max_times_32(AT, r, SW, R, tile_i, tile_j, tile_x):
+def _max_times_32(AT, r, SW, R, tile_i, tile_j, tile_x, n_points):
     """:func:`max_times` with 32-byte vectors (AVX2) and the 6 x 2 register tile."""
     n_out, n_in = R.shape
-    n_points = AT.shape[1]
     n_itiles = (n_out + tile_i - 1) // tile_i
     n_jtiles = (n_in + tile_j - 1) // tile_j
     for task in prange(n_itiles * n_jtiles):
@@ -242,10 +241,9 @@ def _max_times_32(AT, r, SW, R, tile_i, tile_j, tile_x):
 
 
 @njit(parallel=True)
-def _max_times_64(AT, r, SW, R, tile_i, tile_j, tile_x):
+def _max_times_64(AT, r, SW, R, tile_i, tile_j, tile_x, n_points):
     """:func:`max_times` with 64-byte vectors (AVX-512) and the 12 x 2 register tile."""
     n_out, n_in = R.shape
-    n_points = AT.shape[1]
     n_itiles = (n_out + tile_i - 1) // tile_i
     n_jtiles = (n_in + tile_j - 1) // tile_j
     for task in prange(n_itiles * n_jtiles):
@@ -263,7 +261,11 @@ def _max_times_64(AT, r, SW, R, tile_i, tile_j, tile_x):
 _PASSES = {32: _max_times_32, 64: _max_times_64}
 
 
-def max_times(AT, r, SW, R, tile_i, tile_j, tile_x, vector_bytes=None):
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def max_times(AT, r, SW, R, tile_i, tile_j, tile_x, vector_bytes=None, n_points=None):
     """``R[i, j] = max(R[i, j], max_x AT[j, x] * r^{sign W_ij}[i, x])`` for all ``(i, j)``.
 
     AT: (n_in, n_points) the input block A >= 0 transposed; r: (2 n_out, n_points)
@@ -274,6 +276,8 @@ def max_times(AT, r, SW, R, tile_i, tile_j, tile_x, vector_bytes=None):
     ``n_out`` a multiple of ``TILE_I``, ``n_in`` of ``TILE_J``, ``n_points`` of
     ``POINT_MULTIPLE`` (with zero rows and columns, which never raise a maximum);
     ``tile_i``, ``tile_j``, ``tile_x`` multiples of the same.
+    ``n_points``: the columns of AT and r to read (a multiple of ``POINT_MULTIPLE``;
+    None: all); columns beyond are padding, zeros that never raise a maximum.
     ``vector_bytes``: 32 or 64, the width the pass runs with; None takes
     :func:`sparsify._config.vector_bytes` (the host's, or the override). Every
     width gives the same bits.
@@ -288,4 +292,12 @@ def max_times(AT, r, SW, R, tile_i, tile_j, tile_x, vector_bytes=None):
     """
     if vector_bytes is None:
         vector_bytes = vector_bytes_in_use()
-    _PASSES[vector_bytes](AT, r, SW, R, tile_i, tile_j, tile_x)
+    n_points = AT.shape[1] if n_points is None else n_points
+    if n_points == 0:
+        return
+    # blocks of (nearly) equal width, whole vectors: 272 points in blocks of at most 256
+    # are 144 + 128, not 256 + 16 (a block of one vector pays a whole pass of tile
+    # set-ups and reductions for one step of each)
+    n_blocks = max(1, _ceil_div(n_points, tile_x))
+    width = _ceil_div(_ceil_div(n_points, n_blocks), POINT_MULTIPLE) * POINT_MULTIPLE
+    _PASSES[vector_bytes](AT, r, SW, R, tile_i, tile_j, width, n_points)

@@ -214,7 +214,9 @@ class _LayerMaxima:
         else:
             _z_reciprocals(self.stacked, AT, r, z_parts(r.shape[0]))
         t = self.tiles
-        _max_times(AT, r, self.stacked, self.R, t["tile_i"], t["tile_j"], t["tile_x"])
+        # the row padding of AT and r (zeros) is left out of the kernel's blocks of points
+        _max_times(AT, r, self.stacked, self.R, t["tile_i"], t["tile_j"], t["tile_x"],
+                   n_points=_round_up(A.shape[0], POINT_MULTIPLE))
 
     def result(self) -> np.ndarray:
         """``s = |W| * R``, clamped to 1 and without negative zeros."""

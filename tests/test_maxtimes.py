@@ -175,6 +175,23 @@ def test_both_widths_give_the_same_bits(problem, tiles):
     assert outs[32].tobytes() == outs[64].tobytes()
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=40, deadline=None)
+@given(problem=tile_problems(), tiles=st.sampled_from(_CACHE_TILES), data=st.data())
+def test_max_times_reads_the_first_n_points_in_balanced_blocks(width, problem, tiles, data):
+    """With ``n_points`` the pass reads only the first columns (the rest may hold anything: the
+    caller's padding), in blocks of nearly equal width; the result is the maximum over those
+    columns alone."""
+    AT, r, SW, R = problem[:4]
+    n = data.draw(st.sampled_from(range(0, AT.shape[1] + 1, mk.POINT_MULTIPLE)), label="n_points")
+    expected = _max_times_numpy(AT[:, :n], r[:, :n], SW, R)
+    AT, r = AT.copy(), r.copy()
+    AT[:, n:], r[:, n:] = 1e30, 1e30  # columns beyond n_points must not be read
+    got = R.copy()
+    mk.max_times(AT, r, SW, got, *tiles, vector_bytes=width, n_points=n)
+    np.testing.assert_array_equal(got, expected)
+
+
 @given(st.sampled_from(DTYPES), st.integers(1, 40), st.integers(1, 40), st.integers(0, 2),
        st.sampled_from([0, 1, -1]))
 def test_transpose_part_equals_numpy(dtype, points, n_in, extra, part):
