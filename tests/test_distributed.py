@@ -342,6 +342,17 @@ def test_references_are_spread_and_cells_placed_by_load(client, tmp_path):
     assert len(set(where["cell"])) == 2
 
 
+
+def test_no_known_workers_at_submission_means_no_placement_hint(client, serial_run, tmp_path, monkeypatch):
+    # A scheduler may have no worker yet when the run starts (they join later): the references are
+    # then submitted without a hint (Dask refuses allow_other_workers without workers) and the run
+    # still equals the serial one.
+    from sparsify import experiment as E
+
+    monkeypatch.setattr(D, "thread_plan", lambda c: {})
+    got = E.run_experiment(_experiment_config(), tmp_path, log=io.StringIO(), plots=False, dask=client)
+    assert _comparable(got.rows) == _comparable(serial_run.rows)
+
 def test_a_worker_dying_mid_task_is_retried(client, tmp_path):
     """Last in the module: the nanny restarts the dead worker; the task runs again elsewhere."""
     net = sp.random_mlp([8, 12, 3], rng=2)

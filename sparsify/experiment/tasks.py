@@ -168,8 +168,8 @@ def run_on_dask(run: _Run, client) -> None:
         if seed in run.references:  # cached in networks/
             submit_cells(seed, run.references.pop(seed))
         else:  # the references go round the workers (a hint: a busy worker's share is taken by others)
-            submit(("reference", seed), workers=[workers[i % len(workers)]] if workers else None,
-                   allow_other_workers=True)
+            hint = dict(workers=[workers[i % len(workers)]], allow_other_workers=True) if workers else {}
+            submit(("reference", seed), **hint)
 
     failures = []
     try:
