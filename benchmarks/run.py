@@ -434,13 +434,13 @@ def inspect_kernel() -> dict:
     from sparsify._config import njit
 
     out = {}
-    for vb, name in ((32, "_max_times_32"), (64, "_max_times_64")):
-        kernel = njit(parallel=True, cache=False)(getattr(_maxtimes, name).py_func)
+    for vb in (32, 64):
+        kernel = njit(parallel=True, cache=False)(_maxtimes._PASSES[vb].py_func)
         n, m = _maxtimes.TILE_I, _maxtimes.TILE_J
         for dtype in (np.float64, np.float32):
             p = _maxtimes.POINT_MULTIPLE
             kernel(np.zeros((m, p), dtype), np.zeros((2 * n, p), dtype), np.zeros((2 * n, m), dtype),
-                   np.zeros((n, m), dtype), n, m, p)
+                   np.zeros((n, m), dtype), n, m, p, p)
         for sig in kernel.signatures:
             loop = _hot_loop(kernel.inspect_asm(sig))
             reg = "zmm" if vb == 64 else "ymm"

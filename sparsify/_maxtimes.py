@@ -215,50 +215,36 @@ if numba.config.DISABLE_JIT:  # kernels run as plain Python: the twin is the ker
 
 
 # --- the whole pass: parallel tasks of register tiles ------------------------------------
-# One pass per vector width, alike but for the width and register tile passed to the
-# tile as compile-time constants (a Numba global is frozen into the code as a literal);
-# separate functions, so that each has its own entry in Numba's cache.
-_I32, _J32 = REGISTER_TILES[32]
-_I64, _J64 = REGISTER_TILES[64]
+def _make_pass(vector_bytes: int):
+    """The whole pass for one vector width. The width and its register tile are closure
+    constants, which Numba freezes into the code as literals (the tile needs them at
+    compile time); each width is its own function, with its own entry in Numba's cache
+    (the cache tells closures apart by their constants)."""
+    n_i, n_j = REGISTER_TILES[vector_bytes]
+
+    @njit(parallel=True)
+    def max_times_pass(AT, r, SW, R, tile_i, tile_j, tile_x, n_points):
+        n_out, n_in = R.shape
+        n_itiles = (n_out + tile_i - 1) // tile_i
+        n_jtiles = (n_in + tile_j - 1) // tile_j
+        for task in prange(n_itiles * n_jtiles):
+            it = task // n_jtiles
+            jt = task - it * n_jtiles
+            i_hi = min((it + 1) * tile_i, n_out)
+            j_hi = min((jt + 1) * tile_j, n_in)
+            for x_lo in range(0, n_points, tile_x):
+                x_hi = min(x_lo + tile_x, n_points)
+                for i0 in range(it * tile_i, i_hi, n_i):
+                    for j0 in range(jt * tile_j, j_hi, n_j):
+                        max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, n_i, n_j, vector_bytes)
+
+    max_times_pass.__doc__ = (f":func:`max_times` with {vector_bytes}-byte vectors and the {n_i} x {n_j} "
+                              "register tile.")
+    return max_times_pass
 
 
-@njit(parallel=True)
-def _max_times_32(AT, r, SW, R, tile_i, tile_j, tile_x, n_points):
-    """:func:`max_times` with 32-byte vectors (AVX2) and the 6 x 2 register tile."""
-    n_out, n_in = R.shape
-    n_itiles = (n_out + tile_i - 1) // tile_i
-    n_jtiles = (n_in + tile_j - 1) // tile_j
-    for task in prange(n_itiles * n_jtiles):
-        it = task // n_jtiles
-        jt = task - it * n_jtiles
-        i_hi = min((it + 1) * tile_i, n_out)
-        j_hi = min((jt + 1) * tile_j, n_in)
-        for x_lo in range(0, n_points, tile_x):
-            x_hi = min(x_lo + tile_x, n_points)
-            for i0 in range(it * tile_i, i_hi, _I32):
-                for j0 in range(jt * tile_j, j_hi, _J32):
-                    max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, _I32, _J32, 32)
-
-
-@njit(parallel=True)
-def _max_times_64(AT, r, SW, R, tile_i, tile_j, tile_x, n_points):
-    """:func:`max_times` with 64-byte vectors (AVX-512) and the 12 x 2 register tile."""
-    n_out, n_in = R.shape
-    n_itiles = (n_out + tile_i - 1) // tile_i
-    n_jtiles = (n_in + tile_j - 1) // tile_j
-    for task in prange(n_itiles * n_jtiles):
-        it = task // n_jtiles
-        jt = task - it * n_jtiles
-        i_hi = min((it + 1) * tile_i, n_out)
-        j_hi = min((jt + 1) * tile_j, n_in)
-        for x_lo in range(0, n_points, tile_x):
-            x_hi = min(x_lo + tile_x, n_points)
-            for i0 in range(it * tile_i, i_hi, _I64):
-                for j0 in range(jt * tile_j, j_hi, _J64):
-                    max_times_tile(AT, r, SW, R, i0, j0, x_lo, x_hi, _I64, _J64, 64)
-
-
-_PASSES = {32: _max_times_32, 64: _max_times_64}
+#: the pass of each vector width
+_PASSES = {width: _make_pass(width) for width in VECTOR_WIDTHS}
 
 
 def _ceil_div(a: int, b: int) -> int:

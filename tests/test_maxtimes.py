@@ -296,3 +296,20 @@ def test_serial_path_of_small_layers_gives_the_same_bits(monkeypatch, dtype):
     monkeypatch.setenv("SPARSIFY_SERIAL_WORK", "-3")
     with pytest.raises(ValueError, match="SPARSIFY_SERIAL_WORK"):
         sens._sensitivity_layer(A, W)
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="inspects the compiled code")
+def test_the_hot_loop_of_each_width_is_one_multiply_and_one_max_per_edge():
+    """The structure docs/performance.md builds on, read from a fresh compile of each width's
+    pass (benchmarks/run.py's inspector): per step of the loop over points, one multiply (its r
+    load folded in) and one max per edge of the register tile, two input loads, no blend and no
+    scalar floating-point operation."""
+    from benchmarks.run import inspect_kernel
+
+    loops = inspect_kernel()
+    assert set(loops) == {f"{reg} {dt}" for reg in ("ymm", "zmm") for dt in ("float64", "float32")}
+    for name, loop in loops.items():
+        edges = loop["register_tile"][0] * loop["register_tile"][1]
+        assert loop["mul"] == loop["mul_from_memory"] == loop["max"] == edges, name
+        assert loop["vector_loads"] == loop["register_tile"][1], name
+        assert loop["blends"] == 0 and loop["scalar_fp"] == 0, name
