@@ -506,8 +506,17 @@ def _ok(flag: bool) -> str:
     return "ok" if flag else "MISS"
 
 
+def _shape(row) -> str:
+    """``points x in x out`` of a layer row."""
+    return f"{row['points']}x{row['n_in']}x{row['n_out']}"
+
+
+def _inputs(row) -> str:
+    return "signed" if row["signed_inputs"] else ">= 0"
+
+
 def _layer_line(row, rows=()) -> str:
-    shape = f"{row['points']}x{row['n_in']}x{row['n_out']}"
+    shape = _shape(row)
     target = f"<=6 {_ok(row['ratio'] <= 6):4s}"
     if row["signed_inputs"]:  # target 2: <= 2.2x the nonnegative case of the same shape and dtype
         same = [r for r in rows if not r["signed_inputs"] and r["dtype"] == row["dtype"]
@@ -517,7 +526,7 @@ def _layer_line(row, rows=()) -> str:
             target = f"{x:.2f}x>=0 {_ok(x <= 2.2)}"
     stretch = "" if row["signed_inputs"] else (" stretch<=4 " + _ok(row["ratio"] <= 4))
     return (
-        f"   {row['dtype']:8s} {shape:>18s} {'signed' if row['signed_inputs'] else '>= 0':>7s} "
+        f"   {row['dtype']:8s} {shape:>18s} {_inputs(row):>7s} "
         f"{row['seconds'] * 1e3:9.1f} {row['baseline_seconds'] * 1e3:8.1f} {row['ratio']:6.2f}  "
         f"{target:13s}| {row['Z_over_gemm']:5.2f} {row['kernel_over_gemm']:6.2f}{stretch}"
     )
@@ -567,7 +576,7 @@ def report(results: dict) -> str:
         lines += ["", "   kernel vs the NumPy reference (reference timed once):"]
     for row in results.get("reference", []):
         lines.append(
-            f"   {row['dtype']:8s} {row['points']}x{row['n_in']}x{row['n_out']}: reference "
+            f"   {row['dtype']:8s} {_shape(row)}: reference "
             f"{row['reference_seconds']:.2f} s, kernel {row['kernel_seconds'] * 1e3:.1f} ms, "
             f"gemm {row['gemm_seconds'] * 1e3:.2f} ms -> {row['speedup']:.0f}x faster than the reference"
         )
@@ -612,11 +621,9 @@ def report(results: dict) -> str:
     pr = results.get("prune")
     if pr:
         lines += ["", "5. prune(784-300-100-10, |S| = 152, keep=0.1, hybrid) / its sensitivity step"]
-    if not pr:
-        pass
-    elif "skipped" in pr:
+    if pr and "skipped" in pr:
         lines.append(f"   skipped: {pr['skipped']}")
-    else:
+    elif pr:
         lines.append(
             f"   prune {pr['seconds'] * 1e3:.1f} ms, sensitivity {pr['baseline_seconds'] * 1e3:.1f} ms: "
             f"ratio {pr['ratio']:.2f} (target <= 3 {_ok(pr['ratio'] <= 3)})"
@@ -625,14 +632,13 @@ def report(results: dict) -> str:
         lines += ["", "6. vector widths side by side (whole step, same bits): zmm (64 bytes) / ymm (32 bytes)"]
     for row in results.get("widths", []):
         lines.append(
-            f"   {row['dtype']:8s} {row['points']}x{row['n_in']}x{row['n_out']} "
-            f"{'signed' if row['signed_inputs'] else '>= 0':>7s}: ymm {row['ymm_seconds'] * 1e3:.1f} ms, "
+            f"   {row['dtype']:8s} {_shape(row)} {_inputs(row):>7s}: ymm {row['ymm_seconds'] * 1e3:.1f} ms, "
             f"zmm {row['zmm_seconds'] * 1e3:.1f} ms, zmm/ymm {row['zmm_over_ymm']:.2f}")
     if "small" in results:
         lines += ["", "7. small layers: fast path / NumPy reference (target: a few times at most)"]
     for row in results.get("small", []):
         lines.append(
-            f"   float64 {row['points']}x{row['n_in']}x{row['n_out']} {'signed' if row['signed_inputs'] else '>= 0':>7s}: "
+            f"   float64 {_shape(row)} {_inputs(row):>7s}: "
             f"{row['seconds'] * 1e6:.0f} us vs reference {row['reference_seconds'] * 1e6:.0f} us, "
             f"ratio {row['ratio']:.2f} {_ok(row['ratio'] <= 3)}")
     if "asm" in results:
