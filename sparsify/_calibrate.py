@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -156,19 +155,15 @@ def _read(path: Path, key: dict):
 
 
 def _write(path: Path, data: dict) -> None:
-    """Atomically (a temporary file renamed into place); a folder that cannot be written
-    only means the next process measures again."""
+    """Atomically (:func:`sparsify.io._atomic.atomic_write`); a folder that cannot be
+    written only means the next process measures again."""
+    from .io._atomic import atomic_write
+
+    text = json.dumps(data, indent=1).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".serial-work-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
+        atomic_write(path, lambda fh: fh.write(text), name="calibration cache")
+    except (OSError, ValueError):  # ValueError: the target is not a regular file
         pass
 
 

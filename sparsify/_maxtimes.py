@@ -284,6 +284,6 @@ def max_times(AT, r, SW, R, tile_i, tile_j, tile_x, vector_bytes=None, n_points=
     # blocks of (nearly) equal width, whole vectors: 272 points in blocks of at most 256
     # are 144 + 128, not 256 + 16 (a block of one vector pays a whole pass of tile
     # set-ups and reductions for one step of each)
-    n_blocks = max(1, _ceil_div(n_points, tile_x))
+    n_blocks = _ceil_div(n_points, tile_x)  # >= 1: n_points > 0 here
     width = _ceil_div(_ceil_div(n_points, n_blocks), POINT_MULTIPLE) * POINT_MULTIPLE
     _PASSES[vector_bytes](AT, r, SW, R, tile_i, tile_j, width, n_points)
